@@ -1,0 +1,73 @@
+"""One interface for every inference runtime.
+
+A backend runs a network on batches of float32 tiles laid out (N, H, W, 3) and returns the
+same layout. Torch, ONNX Runtime and TensorRT live behind this interface and never leak into
+planning, blending or I/O.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..errors import BackendUnavailable
+
+
+class Backend(ABC):
+    name: str = ""
+    #: tiles per call that fill the device
+    preferred_batch: int = 1
+
+    @abstractmethod
+    def run(self, tiles: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) float32 in, (N, H, W, 3) float32 out."""
+
+    def describe(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    #: None when usable, else why not
+    unavailable: str | None
+    description: str
+
+
+_FACTORIES: dict[str, Callable[..., Backend]] = {}
+_PROBES: dict[str, Callable[[], BackendInfo]] = {}
+#: the order ``auto`` tries them in: fastest first
+AUTO_ORDER: list[str] = []
+
+
+def register_backend(name: str, factory: Callable[..., Backend], probe: Callable[[], BackendInfo],
+                     auto_rank: int) -> None:
+    _FACTORIES[name] = factory
+    _PROBES[name] = probe
+    AUTO_ORDER.insert(min(auto_rank, len(AUTO_ORDER)), name)
+
+
+def available_backends() -> list[BackendInfo]:
+    """Every registered backend, whether it can run here, and why not."""
+    return [_PROBES[name]() for name in AUTO_ORDER]
+
+
+def create_backend(name: str, network, **options) -> Backend:
+    """Create backend ``name`` (or the fastest usable one for ``auto``) for ``network``."""
+    if name == "auto":
+        reasons = []
+        for candidate in AUTO_ORDER:
+            info = _PROBES[candidate]()
+            if info.unavailable is None:
+                return _FACTORIES[candidate](network, **options)
+            reasons.append(f"{candidate}: {info.unavailable}")
+        raise BackendUnavailable("no inference backend can run here (" + "; ".join(reasons) + ")")
+    if name not in _FACTORIES:
+        raise BackendUnavailable(f"unknown backend {name!r}; choose from auto, {', '.join(AUTO_ORDER)}")
+    info = _PROBES[name]()
+    if info.unavailable is not None:
+        raise BackendUnavailable(f"backend {name!r} cannot run here: {info.unavailable}")
+    return _FACTORIES[name](network, **options)

@@ -1,0 +1,30 @@
+"""Errors a user can cause. The CLI prints their message as one line and exits non-zero.
+
+Anything else that escapes is a bug and keeps its traceback.
+"""
+
+
+class TileDehazeError(Exception):
+    """Base class: something about the input, the options or the machine needs the user's attention."""
+
+    exit_code = 2
+
+
+class InputError(TileDehazeError):
+    """The input cannot be read or is not an image we can restore."""
+
+
+class OutputError(TileDehazeError):
+    """The output cannot be written (exists, same as the input, no space, no permission)."""
+
+    exit_code = 3
+
+
+class ConfigError(TileDehazeError):
+    """An option or configuration value is invalid."""
+
+
+class BackendUnavailable(TileDehazeError):
+    """The requested inference backend cannot run on this machine."""
+
+    exit_code = 4

@@ -1,0 +1,188 @@
+"""AOD-Net (Li et al., ICCV 2017): the all-in-one dehazing network, as numpy weights.
+
+Five 3-channel convolutions with ReLU, "same" padding and stride 1 estimate K(x); the
+clean image is J = ReLU(K * I - K + 1). The network holds 1,761 parameters; its weights live
+here as plain numpy arrays so that the CPU path (ONNX Runtime) never has to import torch.
+The torch module used for training and CUDA inference is in :mod:`.aodnet_torch`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from .base import Model
+
+#: (name, in_channels, kernel) for conv1..conv5; every layer has 3 output channels.
+LAYERS: tuple[tuple[str, int, int], ...] = (
+    ("conv1", 3, 1),
+    ("conv2", 3, 3),
+    ("conv3", 6, 5),
+    ("conv4", 6, 7),
+    ("conv5", 12, 3),
+)
+#: Receptive-field radius: the sum of the kernels' radii, 0 + 1 + 2 + 3 + 1.
+HALO = sum(k // 2 for _, _, k in LAYERS)
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "aodnet.safetensors"
+
+Weights = dict[str, np.ndarray]
+
+
+def init_weights(seed: int = 0) -> Weights:
+    """Fresh weights: normal(0, 0.02) kernels as in the paper, zero biases."""
+    rng = np.random.default_rng(seed)
+    weights: Weights = {}
+    for name, cin, k in LAYERS:
+        weights[f"{name}.weight"] = rng.normal(0.0, 0.02, (3, cin, k, k)).astype(np.float32)
+        weights[f"{name}.bias"] = np.zeros(3, np.float32)
+    return weights
+
+
+def check_weights(weights: dict[str, Any], source: str) -> Weights:
+    """Validate names and shapes; returns float32 arrays."""
+    out: Weights = {}
+    for name, cin, k in LAYERS:
+        for key, shape in ((f"{name}.weight", (3, cin, k, k)), (f"{name}.bias", (3,))):
+            if key not in weights:
+                raise ConfigError(f"{source}: not AOD-Net weights (missing {key!r})")
+            value = np.asarray(weights[key], dtype=np.float32)
+            if value.shape != shape:
+                raise ConfigError(f"{source}: {key} has shape {value.shape}, expected {shape}")
+            if not np.all(np.isfinite(value)):
+                raise ConfigError(f"{source}: {key} holds NaN or inf")
+            out[key] = value
+    return out
+
+
+def load_weights(path: str | Path | None = None) -> Weights:
+    """Load AOD-Net weights from safetensors (preferred) or a torch state dict.
+
+    Torch files are opened with ``weights_only=True``: no code is ever unpickled.
+    """
+    path = Path(path) if path is not None else DEFAULT_WEIGHTS
+    if not path.is_file():
+        raise ConfigError(f"weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            raw: dict[str, Any] = load_file(str(path))
+        else:
+            import torch
+
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+                state = state["model"]  # a training checkpoint
+            raw = {k.removeprefix("module."): v.detach().numpy() for k, v in state.items()}
+    except ConfigError:
+        raise
+    except Exception as exc:  # corrupt or foreign file: say so in one line
+        raise ConfigError(f"cannot read weights {path}: {exc}") from None
+    return check_weights(raw, str(path))
+
+
+def save_weights(weights: Weights, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write weights as safetensors (no pickle, loads without torch)."""
+    from safetensors.numpy import save_file
+
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in weights.items()}, str(path), metadata=metadata)
+
+
+def read_metadata(path: str | Path | None = None) -> dict[str, str]:
+    """The metadata stored with a safetensors weights file (how it was trained)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path or DEFAULT_WEIGHTS), framework="numpy") as f:
+        return dict(f.metadata() or {})
+
+
+def to_onnx(weights: Weights, *, precision: str = "fp32", opset: int = 17) -> bytes:
+    """Build the ONNX graph of AOD-Net directly from its weights.
+
+    Input ``hazy`` and output ``dehazed`` are (batch, 3, height, width) with all three sizes
+    dynamic. ``precision="fp16"`` gives a graph that is FP16 end to end, which TensorRT
+    builds as a strongly typed network.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    if precision not in ("fp32", "fp16"):
+        raise ConfigError(f"precision must be fp32 or fp16, not {precision!r}")
+    np_dtype = np.float16 if precision == "fp16" else np.float32
+    elem = TensorProto.FLOAT16 if precision == "fp16" else TensorProto.FLOAT
+    inits = [numpy_helper.from_array(v.astype(np_dtype), k) for k, v in weights.items()]
+    inits.append(numpy_helper.from_array(np.ones((), np_dtype), "one"))
+
+    def conv(name: str, src: str, k: int) -> list:
+        p = k // 2
+        return [
+            helper.make_node("Conv", [src, f"{name}.weight", f"{name}.bias"], [f"{name}.pre"],
+                             kernel_shape=[k, k], pads=[p, p, p, p], name=name),
+            helper.make_node("Relu", [f"{name}.pre"], [name], name=f"{name}.relu"),
+        ]
+
+    nodes = [
+        *conv("conv1", "hazy", 1),
+        *conv("conv2", "conv1", 3),
+        helper.make_node("Concat", ["conv1", "conv2"], ["cat1"], axis=1),
+        *conv("conv3", "cat1", 5),
+        helper.make_node("Concat", ["conv2", "conv3"], ["cat2"], axis=1),
+        *conv("conv4", "cat2", 7),
+        helper.make_node("Concat", ["conv1", "conv2", "conv3", "conv4"], ["cat3"], axis=1),
+        *conv("conv5", "cat3", 3),
+        helper.make_node("Mul", ["conv5", "hazy"], ["ki"]),
+        helper.make_node("Sub", ["ki", "conv5"], ["ki_k"]),
+        helper.make_node("Add", ["ki_k", "one"], ["j"]),
+        helper.make_node("Relu", ["j"], ["dehazed"]),
+    ]
+    dims = ["batch", 3, "height", "width"]
+    graph = helper.make_graph(
+        nodes, "aodnet",
+        [helper.make_tensor_value_info("hazy", elem, dims)],
+        [helper.make_tensor_value_info("dehazed", elem, dims)],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="tiledehaze")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+class AODNet:
+    """The network as a backend sees it: weights plus the two forms backends can run."""
+
+    name = "aodnet"
+    halo = HALO
+
+    def __init__(self, weights: Weights):
+        self.weights = check_weights(weights, "weights")
+
+    def to_onnx(self, precision: str = "fp32") -> bytes:
+        return to_onnx(self.weights, precision=precision)
+
+    def to_torch(self):
+        from .aodnet_torch import AODNetModule
+
+        return AODNetModule.from_numpy(self.weights)
+
+
+class AODNetModel(Model):
+    """AOD-Net in the engine: a network bound to an inference backend."""
+
+    name = "aodnet"
+    halo = HALO
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.preferred_batch = backend.preferred_batch
+
+    def run(self, tiles: np.ndarray, state: dict[str, Any]) -> np.ndarray:
+        return self.backend.run(tiles)
+
+    def describe(self) -> str:
+        return f"aodnet on {self.backend.describe()}"

@@ -1,0 +1,40 @@
+"""What the engine needs from a restoration model.
+
+A model works on float32 RGB tiles in [0, 1], laid out (N, H, W, 3). It declares its
+receptive-field radius (``halo``): an output pixel depends only on input pixels at most
+``halo`` away, so a tile whose interior edges carry ``halo`` pixels of real context reproduces
+whole-image inference there. Models with image-wide statistics (the Dark Channel Prior's
+atmospheric light) compute them once from an overview of the whole image in
+:meth:`Model.global_state` and receive them with every tile.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+
+class Model(ABC):
+    """A restoration model, as the tiling engine sees it."""
+
+    #: registered name
+    name: str = ""
+    #: receptive-field radius in pixels
+    halo: int = 0
+    #: whether :meth:`global_state` needs an overview of the whole image
+    needs_overview: bool = False
+    #: tiles per call that suit the backend (1 on CPU, more on a GPU)
+    preferred_batch: int = 1
+
+    def global_state(self, overview: np.ndarray) -> dict[str, Any]:
+        """Image-wide statistics from a downscaled float32 RGB overview in [0, 1]."""
+        return {}
+
+    @abstractmethod
+    def run(self, tiles: np.ndarray, state: dict[str, Any]) -> np.ndarray:
+        """Restore a batch of float32 tiles (N, H, W, 3) in [0, 1]; returns the same shape."""
+
+    def describe(self) -> str:
+        return self.name
