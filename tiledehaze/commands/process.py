@@ -4,19 +4,33 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from ..api import default_output, process_file
+from ..batch import FORMAT_EXTENSIONS, REPORT_NAME, process_batch
+from ..errors import ConfigError
+from ..io import EXTENSIONS
 from ..io.tiff import COMPRESSIONS
-from ..progress import progress_bar
+from ..progress import batch_progress, progress_bar
 
 log = logging.getLogger(__name__)
+#: failures listed on the terminal at the end of a batch; the report holds them all
+SHOWN_FAILURES = 20
 
 EXAMPLES = """examples:
   tiledehaze process photo.jpg                      writes photo_dehazed.jpg beside it
   tiledehaze process scene.tif -o out/scene.tif     streams a GeoTIFF of any size
   tiledehaze process scan.png --model dcp           classical Dark Channel Prior
   tiledehaze process big.tif --tile 512 --compression zstd --overwrite
+  tiledehaze process photos/ -o dehazed/            a folder tree, mirrored; rerun to resume
+  tiledehaze process photos/ -o out/ --workers 4 --format png
+  tiledehaze process a.jpg b.tif scans/ -o out/ --scheduler tcp://10.0.0.5:8786
+
+A folder or several inputs need -o OUTDIR. A rerun skips files whose output is up to date
+(same input size and time, same settings); failures are listed in OUTDIR/tiledehaze-report.json
+and the exit status is 1 when any file failed.
 """
 
 
@@ -48,8 +62,10 @@ def register(sub) -> None:
                        description="Dehaze an image. TIFF/BigTIFF inputs are streamed in bounded memory; "
                                    "georeferencing, bit depth, tiling, ICC profile and resolution are kept.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", type=Path, help="image file (TIFF, JPEG, PNG, WebP, BMP)")
-    p.add_argument("-o", "--output", type=Path, help="output file (default: INPUT_dehazed.EXT); its extension picks the format")
+    p.add_argument("input", type=Path, nargs="+", help="image files (TIFF, JPEG, PNG, WebP, BMP) or folders")
+    p.add_argument("-o", "--output", type=Path,
+                   help="output file for one input (default: INPUT_dehazed.EXT; its extension picks the format), "
+                        "or output folder for folders and several inputs")
     add_model_options(p)
     p.add_argument("--compression", choices=COMPRESSIONS, default="keep",
                    help="TIFF output compression (default: keep the input's)")
@@ -57,10 +73,71 @@ def register(sub) -> None:
     p.add_argument("--max-pixels", type=int, help="refuse JPEG/PNG/WebP larger than this (default: 500 million)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (never the input)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    b = p.add_argument_group("folders and several files")
+    b.add_argument("--glob", action="append", dest="globs", metavar="PATTERN",
+                   help="file names to take from folders, repeatable (default: the supported image extensions)")
+    b.add_argument("--format", choices=sorted(FORMAT_EXTENSIONS), help="convert every output to this format (default: keep each file's)")
+    b.add_argument("--workers", type=int, help="restore files in N local worker processes (a dask cluster)")
+    b.add_argument("--scheduler", metavar="ADDRESS", help="send the files to an existing dask cluster, e.g. tcp://host:8786")
+    b.add_argument("--memory-limit", help="memory per local worker, e.g. 4GB (default: share of RAM, fewer workers if the largest image needs it)")
+    b.add_argument("--retries", type=int, default=2, help="retries of a file after an unexpected error (default: 2)")
+    b.add_argument("--checksum", action="store_true", help="also compare inputs' SHA-256 when deciding what is up to date")
     p.set_defaults(func=run)
 
 
+def is_single(args: argparse.Namespace) -> bool:
+    """One input file, and either no -o or an -o with an image extension: the single-file form."""
+    if len(args.input) != 1 or args.input[0].is_dir():
+        return False
+    out = args.output
+    return out is None or (out.suffix.lower() in EXTENSIONS and not out.is_dir())
+
+
 def run(args: argparse.Namespace) -> int:
+    if is_single(args):
+        args.input = args.input[0]
+        return run_single(args)
+    return run_batch(args)
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    if args.output is None:
+        raise ConfigError("a folder or several inputs need -o OUTDIR")
+    if args.output.suffix.lower() in EXTENSIONS and not args.output.is_dir():
+        raise ConfigError(f"-o {args.output} looks like an image file; a folder or several inputs need -o OUTDIR")
+    state: dict = {}
+
+    def on_plan(plan) -> None:
+        state["bar"] = stack.enter_context(batch_progress(len(plan.jobs), plan.megapixels,
+                                                          enabled=False if args.no_progress else None))
+
+    def progress(result) -> None:
+        state["bar"](result.megapixels if result.status == "done" else 0.0, result.status != "done")
+
+    with ExitStack() as stack:
+        report = process_batch(
+            args.input, args.output, model=args.model, weights=args.weights, backend=args.backend,
+            threads=args.threads, tile=args.tile, overlap=args.overlap, batch=args.batch,
+            compression=args.compression, quality=args.quality, overwrite=args.overwrite,
+            max_pixels=args.max_pixels, format=args.format, globs=args.globs, workers=args.workers,
+            scheduler=args.scheduler, memory_limit=args.memory_limit, retries=args.retries,
+            checksum=args.checksum, on_plan=on_plan, progress=progress)
+    for failure in report.failed[:SHOWN_FAILURES]:
+        print(f"failed: {failure.source}: {failure.reason}", file=sys.stderr)
+    if len(report.failed) > SHOWN_FAILURES:
+        print(f"... and {len(report.failed) - SHOWN_FAILURES} more", file=sys.stderr)
+    print(report.summary())
+    if report.aborted:
+        print(f"tiledehaze: error: batch stopped: {report.aborted}", file=sys.stderr)
+        return 3
+    if report.failed:
+        print(f"tiledehaze: {len(report.failed)} file(s) failed; see {Path(report.outdir) / REPORT_NAME}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_single(args: argparse.Namespace) -> int:
     output = args.output or default_output(args.input)
     with progress_bar(f"{args.input.name}", enabled=False if args.no_progress else None) as (set_total, advance):
         result = process_file(
