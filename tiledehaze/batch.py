@@ -294,12 +294,16 @@ class Manifest:
 
     def _compact(self) -> None:
         tmp = self.path.with_name(self.path.name + TEMP_MARK + str(os.getpid()))
-        with open(tmp, "w", encoding="utf-8") as f:
-            for entry in self.entries.values():
-                f.write(json.dumps(entry) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for entry in self.entries.values():
+                    f.write(json.dumps(entry) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def is_current(self, job: Job, settings_key: str, digest: str | None, outdir: Path) -> bool:
         e = self.entries.get(job.relpath)
@@ -614,6 +618,7 @@ def _run_dask(jobs: Sequence[Job], settings: Settings, run: Runner, finished: Ca
         "distributed.worker.daemon": False,
     }):
         if scheduler:
+            _check_reachable(scheduler)
             try:
                 client = Client(scheduler, timeout="20s")
             except (OSError, TimeoutError) as exc:
@@ -648,6 +653,23 @@ def _run_dask(jobs: Sequence[Job], settings: Settings, run: Runner, finished: Ca
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in a moment, not after the client's timeout, when nothing listens at a tcp:// address."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if not address.startswith("tcp://"):
+        return
+    parts = urlsplit(address)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 8786), timeout=5):
+            pass
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"cannot reach the dask scheduler at {address} ({reason}); "
+                          "is 'dask scheduler' running there?") from None
 
 
 def _describe_task_error(exc: BaseException) -> str:
