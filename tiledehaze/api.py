@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from .engine import make_plan, restore_bands
-from .errors import OutputError
+from .errors import InputError, OutputError
 from .io import ArrayReader, collect, open_image, writer_for
 from .io.atomic import atomic_output
 from .models import Model, create_model
@@ -119,13 +119,18 @@ def process_file(src: str | os.PathLike, dst: str | os.PathLike | None = None, *
     if dst.exists() and not overwrite:
         raise OutputError(f"output {dst} exists; pass --overwrite to replace it")
     start = time.perf_counter()
-    with open_image(src, pixel_limit=max_pixels) as reader:
-        info = reader.info
-        writer = writer_for(dst, info, compression=compression, quality=quality)
-        m = get_model(model, weights=weights, backend=backend, threads=threads, **model_options)
-        plan = make_plan(info.height, info.width, m, tile=tile, overlap=overlap)
-        if on_plan is not None:
-            on_plan(len(plan))
-        with atomic_output(dst) as tmp:
-            writer.write(tmp, info, background(restore_bands(reader, m, plan, batch=batch, progress=progress)))
+    try:
+        with open_image(src, pixel_limit=max_pixels) as reader:
+            info = reader.info
+            writer = writer_for(dst, info, compression=compression, quality=quality)
+            m = get_model(model, weights=weights, backend=backend, threads=threads, **model_options)
+            plan = make_plan(info.height, info.width, m, tile=tile, overlap=overlap)
+            if on_plan is not None:
+                on_plan(len(plan))
+            with atomic_output(dst) as tmp:
+                writer.write(tmp, info, background(restore_bands(reader, m, plan, batch=batch, progress=progress)))
+    except InputError as exc:
+        if str(src) in str(exc):
+            raise
+        raise InputError(f"{src}: {exc}") from None  # pixel checks deep in the engine do not know the file
     return ProcessResult(src, dst, info.megapixels, len(plan), time.perf_counter() - start)

@@ -86,11 +86,15 @@ def register(sub) -> None:
 
 
 def is_single(args: argparse.Namespace) -> bool:
-    """One input file, and either no -o or an -o with an image extension: the single-file form."""
+    """One input file, and no -o or an -o that names a file (has an extension, is not a folder).
+
+    Anything else (a folder, several inputs, ``-o`` without extension or an existing folder)
+    is a batch into an output folder.
+    """
     if len(args.input) != 1 or args.input[0].is_dir():
         return False
     out = args.output
-    return out is None or (out.suffix.lower() in EXTENSIONS and not out.is_dir())
+    return out is None or (out.suffix != "" and not out.is_dir())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -31,6 +31,8 @@ def open_image(path: str | Path, *, pixel_limit: int | None = None) -> Reader:
         raise InputError(f"{path}: is a directory, not an image")
     if not path.exists():
         raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file")
     try:
         with open(path, "rb") as f:
             head = f.read(4)

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ConfigError, InputError
 from .base import ArrayReader, Band, ImageInfo, Writer, collect
@@ -23,6 +23,7 @@ from .base import ArrayReader, Band, ImageInfo, Writer, collect
 DEFAULT_MAX_PIXELS = 500_000_000
 FORMATS = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "MPO": "jpeg"}
 Image.MAX_IMAGE_PIXELS = None  # we apply our own, clearer limit
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # decode failures become InputError, not stderr noise
 
 
 def max_pixels(limit: int | None = None) -> int:
@@ -41,8 +42,12 @@ def read_raster(path: str | Path, *, pixel_limit: int | None = None) -> ArrayRea
     path = Path(path)
     try:
         im = Image.open(path)
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not an image we can read (unknown format, or a damaged header)") from None
     except Exception as exc:
-        raise InputError(f"{path}: not a readable image ({type(exc).__name__})") from None
+        text = str(exc).strip().splitlines()
+        raise InputError(f"{path}: truncated or damaged image header ({type(exc).__name__}"
+                         f"{': ' + text[0][:120] if text else ''})") from None
     with im:
         fmt = FORMATS.get(im.format or "")
         if fmt is None:

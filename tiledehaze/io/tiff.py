@@ -36,8 +36,15 @@ class TiffReader(Reader):
         self.path = Path(path)
         try:
             self.tif = tifffile.TiffFile(self.path)
-            page = self.tif.pages.first
         except Exception as exc:
+            raise InputError(f"{self.path}: not a readable TIFF ({_short(exc)})") from None
+        try:
+            page = self.tif.pages.first
+        except IndexError:
+            self.tif.close()
+            raise InputError(f"{self.path}: TIFF holds no image (empty or damaged image directory)") from None
+        except Exception as exc:
+            self.tif.close()
             raise InputError(f"{self.path}: not a readable TIFF ({_short(exc)})") from None
         try:
             self._open(page)
@@ -56,6 +63,7 @@ class TiffReader(Reader):
             raise InputError(f"{self.path}: TIFF image with axes {page.axes} is not a 2-D picture")
         if page.shape[0] == 0 or page.shape[-1] == 0 or 0 in page.shape:
             raise InputError(f"{self.path}: image has no pixels")
+        _check_chunks(self.path, page)
         dtype = check_dtype(page.dtype)
         self.planar = page.axes == "SYX"
         h, w = (page.shape[1], page.shape[2]) if self.planar else page.shape[:2]
@@ -72,7 +80,7 @@ class TiffReader(Reader):
         try:
             rows = self.array[:, y0:y1, :] if self.planar else self.array[y0:y1]
         except Exception as exc:
-            raise InputError(f"{self.path}: cannot decode rows {y0}-{y1} ({_short(exc)})") from None
+            raise InputError(f"{self.path}: damaged TIFF data, cannot decode rows {y0}-{y1} ({_short(exc)})") from None
         return np.moveaxis(rows, 0, -1) if self.planar else rows
 
     def close(self) -> None:
@@ -80,6 +88,18 @@ class TiffReader(Reader):
         if store is not None:
             store.close()
         self.tif.close()
+
+
+def _check_chunks(path: Path, page) -> None:
+    """Refuse TIFFs whose tile/strip table does not fit the image or the file, before any work is done."""
+    expected = int(np.prod(page.chunked))
+    if len(page.dataoffsets) != expected or len(page.databytecounts) != expected:
+        raise InputError(f"{path}: damaged TIFF ({len(page.dataoffsets)} tiles or strips recorded, "
+                         f"{expected} expected for {page.imagewidth}x{page.imagelength} pixels)")
+    size = path.stat().st_size
+    for offset, count in zip(page.dataoffsets, page.databytecounts):
+        if count and offset + count > size:
+            raise InputError(f"{path}: truncated or damaged TIFF (image data lies beyond the end of the file)")
 
 
 def _short(exc: Exception) -> str:
