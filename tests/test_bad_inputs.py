@@ -31,6 +31,8 @@ PHOTO = hazy_photo(48, 64, seed=7)
 def encode(fmt: str, pixels: np.ndarray = PHOTO, **options) -> bytes:
     buf = io.BytesIO()
     if fmt == "tiff":
+        if pixels.ndim == 3 and pixels.shape[2] == 3:
+            options.setdefault("photometric", "rgb")
         tifffile.imwrite(buf, pixels, **options)
     else:
         Image.fromarray(pixels).save(buf, format=fmt, **options)

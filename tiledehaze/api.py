@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from .engine import make_plan, restore_bands
-from .errors import InputError, OutputError
+from .errors import InputError, OutOfMemory, OutputError
 from .io import ArrayReader, collect, open_image, writer_for
 from .io.atomic import atomic_output
 from .models import Model, create_model
@@ -133,4 +133,8 @@ def process_file(src: str | os.PathLike, dst: str | os.PathLike | None = None, *
         if str(src) in str(exc):
             raise
         raise InputError(f"{src}: {exc}") from None  # pixel checks deep in the engine do not know the file
+    except MemoryError:
+        size = f" ({info.width}x{info.height} pixels)" if "info" in locals() else ""
+        raise OutOfMemory(f"{src}: out of memory{size}; try a smaller --tile, fewer workers, "
+                          "or check that the image size is right") from None
     return ProcessResult(src, dst, info.megapixels, len(plan), time.perf_counter() - start)

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # tifffile logs every odd tag it skips; a damaged file already ends in our one line
+        logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     try:
         return int(args.func(args) or 0)
     except TileDehazeError as exc:

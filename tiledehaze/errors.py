@@ -28,3 +28,9 @@ class BackendUnavailable(TileDehazeError):
     """The requested inference backend cannot run on this machine."""
 
     exit_code = 4
+
+
+class OutOfMemory(TileDehazeError):
+    """The machine ran out of memory restoring an image (too large a tile, or a damaged size)."""
+
+    exit_code = 5

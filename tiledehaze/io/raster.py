@@ -95,13 +95,13 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
 
 
 def _read_png16(path: Path) -> np.ndarray:
-    data = np.fromfile(path, np.uint8)
-    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        raise InputError(f"{path}: cannot decode PNG")
-    if arr.ndim == 3:
-        arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    return arr
+    """16-bit PNG in RGB(A) order (Pillow would cut it to 8 bits); libpng errors become InputError."""
+    import imagecodecs
+
+    try:
+        return imagecodecs.png_decode(path.read_bytes())
+    except Exception as exc:
+        raise InputError(f"{path}: cannot decode PNG ({str(exc)[:120]})") from None
 
 
 class RasterWriter(Writer):

@@ -28,6 +28,12 @@ COPIED_TAGS = (33550, 33922, 34264, 34735, 34736, 34737, 42113, 306, 315, 33432)
 DEFAULT_TILE = (512, 512)
 #: above this many raw bytes, classic TIFF's 32-bit offsets may overflow
 CLASSIC_LIMIT = 2**32 - 2**28
+#: source compressions that --compression keep writes again (others fall back to zlib)
+KEEPABLE = {int(c) for c in (tifffile.COMPRESSION.NONE, tifffile.COMPRESSION.LZW, tifffile.COMPRESSION.ADOBE_DEFLATE,
+                             tifffile.COMPRESSION.DEFLATE, tifffile.COMPRESSION.ZSTD, tifffile.COMPRESSION.LZMA,
+                             tifffile.COMPRESSION.JPEG, tifffile.COMPRESSION.WEBP, tifffile.COMPRESSION.PACKBITS)}
+PREDICTABLE = {tifffile.COMPRESSION.LZW, tifffile.COMPRESSION.ADOBE_DEFLATE, tifffile.COMPRESSION.DEFLATE,
+               tifffile.COMPRESSION.ZSTD, tifffile.COMPRESSION.LZMA}
 COMPRESSIONS = ("keep", "none", "zlib", "zstd", "lzw", "lzma", "jpeg", "webp", "packbits")
 
 
@@ -48,9 +54,12 @@ class TiffReader(Reader):
             raise InputError(f"{self.path}: not a readable TIFF ({_short(exc)})") from None
         try:
             self._open(page)
-        except Exception:
+        except InputError:
             self.tif.close()
             raise
+        except Exception as exc:  # tifffile trips over inconsistent tags in many ways
+            self.tif.close()
+            raise InputError(f"{self.path}: damaged TIFF ({_short(exc)})") from None
 
     def _open(self, page) -> None:
         if len(self.tif.pages) > 1:
@@ -100,6 +109,11 @@ def _check_chunks(path: Path, page) -> None:
     for offset, count in zip(page.dataoffsets, page.databytecounts):
         if count and offset + count > size:
             raise InputError(f"{path}: truncated or damaged TIFF (image data lies beyond the end of the file)")
+    if page.compression == 1 and page.dtype is not None:
+        raw = page.imagelength * page.imagewidth * page.samplesperpixel * page.dtype.itemsize
+        if sum(page.databytecounts) < raw:
+            raise InputError(f"{path}: truncated or damaged TIFF (uncompressed data is shorter than "
+                             f"{page.imagewidth}x{page.imagelength} pixels)")
 
 
 def _short(exc: Exception) -> str:
@@ -107,15 +121,24 @@ def _short(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def _rational(value) -> bool:
+    """A usable resolution value: a positive (numerator, denominator) pair or number."""
+    if isinstance(value, tuple):
+        return len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)
+    return isinstance(value, (int, float)) and value > 0
+
+
 def _profile(tif: tifffile.TiffFile, page) -> dict[str, Any]:
     tags = page.tags
     extratags = []
     for code in COPIED_TAGS:
         tag = tags.get(code)
-        if tag is not None:
+        if tag is not None and isinstance(tag.value, str) and not tag.value.isascii():
+            log.warning("%s: tag %s is not 7-bit ASCII as TIFF requires; not copied", tif.filename, tag.name)
+        elif tag is not None:
             extratags.append((code, int(tag.dtype), tag.count, tag.value, True))
     resolution = None
-    if 282 in tags and 283 in tags:
+    if 282 in tags and 283 in tags and _rational(tags[282].value) and _rational(tags[283].value):
         resolution = (tags[282].value, tags[283].value)
     return {
         "compression": int(page.compression),
@@ -127,8 +150,9 @@ def _profile(tif: tifffile.TiffFile, page) -> dict[str, Any]:
         "extratags": extratags,
         "iccprofile": tags[34675].value if 34675 in tags else None,
         "resolution": resolution,
-        "resolutionunit": int(tags[296].value) if 296 in tags else None,
-        "description": page.description if page.description and not page.description.startswith("{") else None,
+        "resolutionunit": int(tags[296].value) if 296 in tags and tags[296].value in (1, 2, 3) else None,
+        "description": page.description if page.description and page.description.isascii()
+        and not page.description.startswith("{") else None,
     }
 
 
@@ -161,12 +185,14 @@ def resolve_compression(choice: str | None, info: ImageInfo) -> tuple[Any, bool]
     """(tifffile compression, predictor) for a --compression choice; 'keep' copies the source."""
     meta = info.metadata.get("tiff", {})
     if choice in (None, "keep"):
-        if "compression" not in meta:
+        if meta.get("compression") not in KEEPABLE:  # none recorded, or one we can decode but not encode
             return "zlib", True
         compression = tifffile.COMPRESSION(meta["compression"])
+        if compression == tifffile.COMPRESSION.NONE:
+            return None, False
         if compression == tifffile.COMPRESSION.JPEG and info.dtype != np.uint8:
             return "zlib", True
-        return (None if compression == tifffile.COMPRESSION.NONE else compression), meta.get("predictor", 1) > 1
+        return compression, meta.get("predictor", 1) > 1 and compression in PREDICTABLE
     if choice not in COMPRESSIONS:
         raise ConfigError(f"unknown TIFF compression {choice!r}; choose from {', '.join(COMPRESSIONS)}")
     if choice == "jpeg" and info.dtype != np.uint8:
@@ -194,7 +220,7 @@ class TiffWriter(Writer):
         kwargs: dict[str, Any] = dict(
             shape=info.shape, dtype=info.dtype, tile=tile,
             photometric="minisblack" if info.layout.color == 1 else "rgb",
-            planarconfig=None if info.squeeze else "contig",
+            planarconfig=None if info.squeeze or info.channels == 1 else "contig",
             extrasamples=extrasamples or None,
             compression=compression, predictor=predictor or None,
             bigtiff=bool(meta.get("bigtiff")) or raw_bytes > CLASSIC_LIMIT,
