@@ -289,3 +289,20 @@ def test_single_file_form_is_unchanged(tmp_path, make_photo, weights_file, capsy
     assert main(["process", str(src), "-o", str(tmp_path / "x.png"), "--weights", weights_file]) == 3  # exists
     assert main(["process", str(tmp_path), "-o", str(tmp_path / "y.png"), "--weights", weights_file]) == 2
     assert "OUTDIR" in capsys.readouterr().err
+
+
+def test_bad_memory_limit_is_a_clear_error(photos, tmp_path, weights_file, capsys):
+    code = main(["process", str(photos), "-o", str(tmp_path / "out"), "--weights", weights_file,
+                 "--workers", "2", "--memory-limit", "lots"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--memory-limit" in err[0]
+
+
+def test_progress_shows_files_megapixels_and_rate(capsys):
+    from tiledehaze.progress import batch_progress
+
+    with batch_progress(3, 6.0, enabled=True) as advance:
+        advance(2.0)
+        advance(0.0, failed=True)
+    err = capsys.readouterr().err
+    assert "2/3 files, 1 failed" in err and "MP" in err

@@ -459,6 +459,8 @@ def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
         raise ConfigError("--workers must be at least 1")
     if workers and scheduler:
         raise ConfigError("use either --workers (a local cluster) or --scheduler (an existing one), not both")
+    if memory_limit is not None:
+        memory_limit = _parse_memory(memory_limit)
     settings = Settings(model=model, weights=None if weights is None else str(Path(weights).resolve()),
                         backend=backend, tile=tile, overlap=overlap, batch=batch, compression=compression,
                         quality=quality, max_pixels=max_pixels, format=format,
@@ -591,6 +593,18 @@ def default_memory_limit(jobs: Sequence[Job], settings: Settings, workers: int) 
                     "(pass --memory-limit to decide yourself)", need / 1e9, fit, workers)
         workers = fit
     return workers, budget // workers
+
+
+def _parse_memory(value: str | int) -> int:
+    from dask.utils import parse_bytes
+
+    try:
+        limit = parse_bytes(value)
+    except (ValueError, TypeError):
+        raise ConfigError(f"--memory-limit {value!r} is not a size like 4GB or 3500MiB") from None
+    if limit < 256 << 20:
+        raise ConfigError(f"--memory-limit {value!r} is too small; a worker needs at least 256 MiB")
+    return limit
 
 
 def _available_memory() -> int:

@@ -47,6 +47,7 @@ def batch_progress(files: int, megapixels: float, enabled: bool | None = None) -
         extra = f", {state['failed']} failed" if state["failed"] else ""
         bar.set_description_str(f"{state['done']}/{files} files{extra}", refresh=False)
         bar.update(round(mp, 2))
+        bar.refresh()  # files finish seconds apart: show every one
 
     try:
         bar.set_description_str(f"0/{files} files", refresh=False)
