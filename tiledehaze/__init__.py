@@ -1,3 +1,18 @@
-"""tiledehaze: dehaze images of any size, tiled, streamed and blended without seams."""
+"""tiledehaze: dehaze images of any size, tiled, streamed and blended without seams.
+
+>>> import tiledehaze
+>>> restored = tiledehaze.restore(image)                      # doctest: +SKIP
+>>> tiledehaze.process_file("scene.tif", "scene_dehazed.tif")  # doctest: +SKIP
+"""
+
+from .api import ProcessResult, default_output, get_model, process_file, restore
+from .errors import BackendUnavailable, ConfigError, InputError, OutputError, TileDehazeError
+from .models import create_model, list_models
+from .plan import TilePlan
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailable", "ConfigError", "InputError", "OutputError", "ProcessResult", "TileDehazeError",
+    "TilePlan", "create_model", "default_output", "get_model", "list_models", "process_file", "restore",
+]

@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:  # tifffile warns about every oddity of malformed files; our error says what matters
+        logging.getLogger("tifffile").setLevel(logging.ERROR)
     try:
         return int(args.func(args) or 0)
     except TileDehazeError as exc:

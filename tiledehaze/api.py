@@ -1,0 +1,131 @@
+"""The Python API: restore an array, or a file of any size."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .engine import make_plan, restore_bands
+from .errors import OutputError
+from .io import ArrayReader, collect, open_image, writer_for
+from .io.atomic import atomic_output
+from .models import Model, create_model
+from .pipeline import background
+
+Progress = Callable[[int], None]
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_model(name: str, weights: str | None, backend: str, threads: int | None,
+                  options: tuple) -> Model:
+    return create_model(name, weights=weights, backend=backend, threads=threads, **dict(options))
+
+
+def get_model(model: str | Model = "aodnet", *, weights: str | os.PathLike | None = None,
+              backend: str = "auto", threads: int | None = None, **options) -> Model:
+    """A ready model; models built from names are cached, so repeated calls are cheap."""
+    if isinstance(model, Model):
+        return model
+    return _cached_model(model, None if weights is None else str(weights), backend, threads,
+                         tuple(sorted(options.items())))
+
+
+def restore(image: np.ndarray, *, model: str | Model = "aodnet", tile: int | None = 1024,
+            overlap: int | None = None, backend: str = "auto", weights: str | os.PathLike | None = None,
+            threads: int | None = None, batch: int | None = None, progress: Progress | None = None,
+            **model_options) -> np.ndarray:
+    """Dehaze an image held in memory.
+
+    Parameters
+    ----------
+    image : ndarray
+        (H, W) gray, or (H, W, C) with C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA), in
+        RGB channel order; uint8, uint16, float32 or float64 (floats in [0, 1]).
+    model : str or Model
+        A registered model name (``"aodnet"``, ``"dcp"``) or a model from :func:`get_model`.
+    tile : int or None
+        Largest tile side in pixels; ``None`` runs the whole image in one pass.
+    overlap : int or None
+        Minimum overlap between neighbouring tiles; default derived from the model's halo.
+    backend : str
+        ``"auto"`` (fastest available), ``"onnxruntime"``, ``"torch"`` or ``"tensorrt"``.
+    weights : path, optional
+        AOD-Net weights (safetensors or torch state dict) instead of the shipped ones.
+
+    Returns
+    -------
+    ndarray
+        The restored image, same shape and dtype; alpha passes through untouched.
+
+    Examples
+    --------
+    >>> import numpy as np, tiledehaze
+    >>> hazy = np.full((600, 800, 3), 180, np.uint8)
+    >>> tiledehaze.restore(hazy, tile=512).shape
+    (600, 800, 3)
+    """
+    m = get_model(model, weights=weights, backend=backend, threads=threads, **model_options)
+    reader = ArrayReader(np.asarray(image))
+    plan = make_plan(reader.info.height, reader.info.width, m, tile=tile, overlap=overlap)
+    return collect(reader.info, restore_bands(reader, m, plan, batch=batch, progress=progress))
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    source: Path
+    output: Path
+    megapixels: float
+    tiles: int
+    seconds: float
+
+
+def default_output(src: str | Path) -> Path:
+    src = Path(src)
+    return src.with_name(f"{src.stem}_dehazed{src.suffix}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def process_file(src: str | os.PathLike, dst: str | os.PathLike | None = None, *,
+                 model: str | Model = "aodnet", tile: int | None = 1024, overlap: int | None = None,
+                 backend: str = "auto", weights: str | os.PathLike | None = None,
+                 threads: int | None = None, batch: int | None = None, compression: str | None = "keep",
+                 quality: int = 95, overwrite: bool = False, max_pixels: int | None = None,
+                 on_plan: Callable[[int], None] | None = None, progress: Progress | None = None,
+                 **model_options) -> ProcessResult:
+    """Dehaze the image file ``src`` into ``dst`` (default ``<name>_dehazed.<ext>`` beside it).
+
+    TIFFs are streamed band by band in bounded memory; other formats are decoded whole. The
+    output appears atomically; the input is never modified. ``on_plan(total_tiles)`` is called
+    once the tile count is known; ``progress(n)`` after every ``n`` tiles.
+    """
+    src = Path(src)
+    dst = Path(dst) if dst is not None else default_output(src)
+    if src.resolve() == dst.resolve() or _same_file(src, dst):
+        raise OutputError(f"output {dst} is the input; choose another output path")
+    if dst.is_dir():
+        raise OutputError(f"output {dst} is a directory")
+    if dst.exists() and not overwrite:
+        raise OutputError(f"output {dst} exists; pass --overwrite to replace it")
+    start = time.perf_counter()
+    with open_image(src, pixel_limit=max_pixels) as reader:
+        info = reader.info
+        writer = writer_for(dst, info, compression=compression, quality=quality)
+        m = get_model(model, weights=weights, backend=backend, threads=threads, **model_options)
+        plan = make_plan(info.height, info.width, m, tile=tile, overlap=overlap)
+        if on_plan is not None:
+            on_plan(len(plan))
+        with atomic_output(dst) as tmp:
+            writer.write(tmp, info, background(restore_bands(reader, m, plan, batch=batch, progress=progress)))
+    return ProcessResult(src, dst, info.megapixels, len(plan), time.perf_counter() - start)

@@ -1,0 +1,79 @@
+"""The tiling engine: read -> plan -> infer -> blend, one row of tiles at a time.
+
+Only one row of tiles is in memory at once: the source rows it covers, a float32
+accumulator of the same height and the full width, and the rows it shares with the next
+row of tiles. Peak memory therefore grows with the image width, never its height. Rows are
+yielded as soon as no later tile can touch them, already converted back to the stored dtype.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .io.base import Band, Reader
+from .models.base import Model
+from .pixels import from_unit_rgb, to_unit_rgb
+from .plan import TilePlan
+
+Progress = Callable[[int], None]
+
+
+def default_overlap(halo: int) -> int:
+    """Enough overlap for ``halo`` px of ignored context on both sides plus a feathered ramp."""
+    return max(32, 2 * halo + 16)
+
+
+def make_plan(height: int, width: int, model: Model, *, tile: int | None = 1024,
+              overlap: int | None = None) -> TilePlan:
+    """Plan tiles for ``model``; ``tile=None`` means the whole image in one pass."""
+    overlap = default_overlap(model.halo) if overlap is None else overlap
+    if tile is None:
+        tile = max(height, width, overlap + 1)
+    return TilePlan(height, width, tile=tile, overlap=overlap, halo=model.halo)
+
+
+def restore_bands(reader: Reader, model: Model, plan: TilePlan, *, batch: int | None = None,
+                  progress: Progress | None = None) -> Iterator[Band]:
+    """Yield ``(y0, rows)`` of the restored image, top to bottom, in the reader's dtype and layout."""
+    info = reader.info
+    layout = info.layout
+    state = model.global_state(to_unit_rgb(reader.overview(), layout)) if model.needs_overview else {}
+    batch = max(1, batch or model.preferred_batch)
+    width = info.width
+    carry = np.zeros((0, width, 3), np.float32)
+    emitted = 0
+    with ThreadPoolExecutor(1, thread_name_prefix="tiledehaze-read") as pool:
+        pending = pool.submit(reader.read, *plan.rows[0])
+        for r, (y0, y1) in enumerate(plan.rows):
+            band = pending.result()
+            if r + 1 < len(plan.rows):
+                pending = pool.submit(reader.read, *plan.rows[r + 1])
+            acc = np.zeros((y1 - emitted, width, 3), np.float32)
+            acc[: len(carry)] = carry
+            _blend_row(acc, y0 - emitted, band, layout, model, state, plan, r, batch, progress)
+            final = plan.final_after_row(r)
+            done = final - emitted
+            yield emitted, from_unit_rgb(acc[:done], band[emitted - y0: final - y0], layout)
+            carry = acc[done:].copy()
+            emitted = final
+
+
+def _blend_row(acc: np.ndarray, offset: int, band: np.ndarray, layout, model: Model, state: dict,
+               plan: TilePlan, r: int, batch: int, progress: Progress | None) -> None:
+    """Infer every tile of row ``r`` and add it, feathered, into ``acc``."""
+    wy = plan.row_weights[r][:, None, None]
+    height = band.shape[0]
+    cols = range(len(plan.cols))
+    for start in range(0, len(cols), batch):
+        chunk = cols[start:start + batch]
+        tiles = np.stack([to_unit_rgb(band[:, plan.cols[c][0]:plan.cols[c][1]], layout) for c in chunk])
+        out = model.run(tiles, state)
+        for k, c in enumerate(chunk):
+            x0, x1 = plan.cols[c]
+            weight = wy * plan.col_weights[c][None, :, None]
+            acc[offset:offset + height, x0:x1] += out[k] * weight
+        if progress is not None:
+            progress(len(chunk))

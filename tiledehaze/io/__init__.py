@@ -1,0 +1,58 @@
+"""Reading and writing images of any size; see :mod:`.base` for the interfaces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError, InputError
+from .base import ArrayReader, Band, ImageInfo, Reader, Writer, collect
+from .raster import RasterWriter, check_writable, read_raster
+from .tiff import TiffReader, TiffWriter
+
+EXTENSIONS = {
+    ".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png",
+    ".webp": "webp", ".bmp": "bmp",
+}
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def format_of_path(path: str | Path) -> str:
+    fmt = EXTENSIONS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"{path}: unknown output format {Path(path).suffix!r}; "
+                          f"use one of {', '.join(sorted(EXTENSIONS))}")
+    return fmt
+
+
+def open_image(path: str | Path, *, pixel_limit: int | None = None) -> Reader:
+    """Open an image for band reads; the format is taken from its content, not its name."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not an image")
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open ({exc.strerror})") from None
+    if not head:
+        raise InputError(f"{path}: file is empty")
+    if head in _TIFF_MAGIC:
+        return TiffReader(path)
+    return read_raster(path, pixel_limit=pixel_limit)
+
+
+def writer_for(path: str | Path, info: ImageInfo, *, compression: str | None = None,
+               quality: int = 95) -> Writer:
+    fmt = format_of_path(path)
+    if fmt == "tiff":
+        return TiffWriter(compression=compression)
+    if compression not in (None, "keep"):
+        raise ConfigError(f"--compression applies to TIFF outputs, not {fmt.upper()}")
+    check_writable(fmt, info)
+    return RasterWriter(fmt, quality=quality)
+
+
+__all__ = ["ArrayReader", "Band", "ImageInfo", "Reader", "Writer", "collect", "format_of_path",
+           "open_image", "writer_for", "TiffReader", "TiffWriter"]

@@ -1,0 +1,54 @@
+"""Outputs appear whole or not at all: write to a hidden temporary file, then rename."""
+
+from __future__ import annotations
+
+import errno
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import OutputError
+
+TEMP_MARK = ".tiledehaze-tmp-"
+
+
+def temp_path_for(dst: Path) -> Path:
+    return dst.with_name(f".{dst.name}{TEMP_MARK}{os.getpid()}{dst.suffix}")
+
+
+@contextmanager
+def atomic_output(dst: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``dst``; on success rename it onto ``dst``, else remove it."""
+    dst = Path(dst)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {dst.parent}: {exc.strerror}") from None
+    tmp = temp_path_for(dst)
+    try:
+        yield tmp
+        os.replace(tmp, dst)
+    except OSError as exc:
+        _remove(tmp)
+        raise OutputError(describe_os_error(exc, dst)) from None
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def describe_os_error(exc: OSError, dst: Path) -> str:
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on the device while writing {dst}"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied writing {dst}"
+    if exc.errno == errno.EROFS:
+        return f"cannot write {dst}: the file system is read-only"
+    return f"cannot write {dst}: {exc.strerror or exc}"

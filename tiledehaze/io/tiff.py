@@ -1,0 +1,198 @@
+"""TIFF and BigTIFF: lazy band reads through zarr, streaming tiled writes.
+
+Reading decodes only the TIFF tiles (or strips) a band touches. Writing turns the band
+iterator into a raster-order tile iterator that tifffile encodes as it goes, so neither side
+ever holds the whole image. The source's profile (tiling, compression, predictor, GeoTIFF
+tags, ICC profile, resolution) is copied to the output.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import tifffile
+import zarr
+
+from ..errors import ConfigError, InputError
+from ..pixels import Layout, check_dtype
+from .base import Band, ImageInfo, Reader, Writer
+
+log = logging.getLogger(__name__)
+
+#: GeoTIFF (33550, 33922, 34264, 34735-34737), GDAL nodata (42113), and descriptive ASCII tags.
+#: GDAL_METADATA (42112) is left out: its statistics are stale after restoration.
+COPIED_TAGS = (33550, 33922, 34264, 34735, 34736, 34737, 42113, 306, 315, 33432)
+DEFAULT_TILE = (512, 512)
+#: above this many raw bytes, classic TIFF's 32-bit offsets may overflow
+CLASSIC_LIMIT = 2**32 - 2**28
+COMPRESSIONS = ("keep", "none", "zlib", "zstd", "lzw", "lzma", "jpeg", "webp", "packbits")
+
+
+class TiffReader(Reader):
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.tif = tifffile.TiffFile(self.path)
+        except Exception as exc:
+            raise InputError(f"{self.path}: not a readable TIFF ({_short(exc)})") from None
+        if len(self.tif.pages) == 0:
+            self.tif.close()
+            raise InputError(f"{self.path}: TIFF contains no images")
+        try:
+            page = self.tif.pages.first
+        except Exception as exc:
+            raise InputError(f"{self.path}: not a readable TIFF ({_short(exc)})") from None
+        try:
+            self._open(page)
+        except Exception:
+            self.tif.close()
+            raise
+
+    def _open(self, page) -> None:
+        if len(self.tif.pages) > 1:
+            log.warning("%s holds %d images; only the first is restored", self.path, len(self.tif.pages))
+        photometric = int(page.photometric)
+        if photometric not in (0 + 1, 2, 6):  # MINISBLACK, RGB, YCBCR (decoded to RGB)
+            name = tifffile.PHOTOMETRIC(photometric).name
+            raise InputError(f"{self.path}: {name} TIFFs are not supported; convert to gray or RGB first")
+        if page.axes not in ("YX", "YXS", "SYX"):
+            raise InputError(f"{self.path}: TIFF image with axes {page.axes} is not a 2-D picture")
+        if page.shape[0] == 0 or page.shape[-1] == 0 or 0 in page.shape:
+            raise InputError(f"{self.path}: image has no pixels")
+        dtype = check_dtype(page.dtype)
+        self.planar = page.axes == "SYX"
+        h, w = (page.shape[1], page.shape[2]) if self.planar else page.shape[:2]
+        stored = (h, w) if page.axes == "YX" else (h, w, page.shape[0] if self.planar else page.shape[2])
+        layout = Layout.of(stored, dtype)
+        self.info = ImageInfo(h, w, layout.channels, layout.squeeze, dtype, "tiff", {"tiff": _profile(self.tif, page)})
+        try:
+            self.store = page.aszarr()
+            self.array = zarr.open(self.store, mode="r")
+        except Exception as exc:
+            raise InputError(f"{self.path}: cannot index TIFF data ({_short(exc)})") from None
+
+    def read(self, y0: int, y1: int) -> np.ndarray:
+        try:
+            rows = self.array[:, y0:y1, :] if self.planar else self.array[y0:y1]
+        except Exception as exc:
+            raise InputError(f"{self.path}: cannot decode rows {y0}-{y1} ({_short(exc)})") from None
+        return np.moveaxis(rows, 0, -1) if self.planar else rows
+
+    def close(self) -> None:
+        store = getattr(self, "store", None)
+        if store is not None:
+            store.close()
+        self.tif.close()
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _profile(tif: tifffile.TiffFile, page) -> dict[str, Any]:
+    tags = page.tags
+    extratags = []
+    for code in COPIED_TAGS:
+        tag = tags.get(code)
+        if tag is not None:
+            extratags.append((code, int(tag.dtype), tag.count, tag.value, True))
+    resolution = None
+    if 282 in tags and 283 in tags:
+        resolution = (tags[282].value, tags[283].value)
+    return {
+        "compression": int(page.compression),
+        "predictor": int(page.predictor),
+        "tile": (page.tilelength, page.tilewidth) if page.is_tiled else None,
+        "bigtiff": tif.is_bigtiff,
+        "photometric": "minisblack" if int(page.photometric) == 1 else "rgb",
+        "extrasamples": tuple(int(x) for x in page.extrasamples),
+        "extratags": extratags,
+        "iccprofile": tags[34675].value if 34675 in tags else None,
+        "resolution": resolution,
+        "resolutionunit": int(tags[296].value) if 296 in tags else None,
+        "description": page.description if page.description and not page.description.startswith("{") else None,
+    }
+
+
+def _tiles(bands: Iterator[Band], info: ImageInfo, tile: tuple[int, int]) -> Iterator[np.ndarray]:
+    """Re-cut full-width bands of any height into raster-order tiles of ``tile`` rows.
+
+    tifffile's threaded encoder holds on to several tiles before encoding them, so each tile
+    row gets a fresh buffer rather than one that is refilled in place.
+    """
+    th, tw = tile
+    shape = (th, info.width) + (() if info.squeeze else (info.channels,))
+    buf = np.empty(shape, info.dtype)
+    filled = 0
+    for _, rows in bands:
+        pos = 0
+        while pos < rows.shape[0]:
+            take = min(th - filled, rows.shape[0] - pos)
+            buf[filled:filled + take] = rows[pos:pos + take]
+            filled += take
+            pos += take
+            if filled == th:
+                yield from (buf[:, x:x + tw] for x in range(0, info.width, tw))
+                buf = np.empty(shape, info.dtype)
+                filled = 0
+    if filled:
+        yield from (buf[:filled, x:x + tw] for x in range(0, info.width, tw))
+
+
+def resolve_compression(choice: str | None, info: ImageInfo) -> tuple[Any, bool]:
+    """(tifffile compression, predictor) for a --compression choice; 'keep' copies the source."""
+    meta = info.metadata.get("tiff", {})
+    if choice in (None, "keep"):
+        if "compression" not in meta:
+            return "zlib", True
+        compression = tifffile.COMPRESSION(meta["compression"])
+        if compression == tifffile.COMPRESSION.JPEG and info.dtype != np.uint8:
+            return "zlib", True
+        return (None if compression == tifffile.COMPRESSION.NONE else compression), meta.get("predictor", 1) > 1
+    if choice not in COMPRESSIONS:
+        raise ConfigError(f"unknown TIFF compression {choice!r}; choose from {', '.join(COMPRESSIONS)}")
+    if choice == "jpeg" and info.dtype != np.uint8:
+        raise ConfigError("JPEG compression in TIFF needs 8-bit data; use zlib or zstd")
+    if choice == "none":
+        return None, False
+    return choice, choice in ("zlib", "zstd", "lzw", "lzma")
+
+
+class TiffWriter(Writer):
+    """Tiled TIFF written band by band; BigTIFF when the source was or the size needs it."""
+
+    def __init__(self, compression: str | None = "keep", tile: tuple[int, int] | None = None):
+        self.compression = compression
+        self.tile = tile
+
+    def write(self, path, info: ImageInfo, bands: Iterator[Band]) -> None:
+        meta = info.metadata.get("tiff", {})
+        tile = tuple(self.tile or meta.get("tile") or DEFAULT_TILE)
+        if tile[0] % 16 or tile[1] % 16:
+            raise ConfigError(f"TIFF tile size {tile} must be a multiple of 16")
+        compression, predictor = resolve_compression(self.compression, info)
+        raw_bytes = info.height * info.width * info.channels * info.dtype.itemsize
+        extrasamples = meta.get("extrasamples") or ((2,) if info.layout.has_alpha else ())
+        kwargs: dict[str, Any] = dict(
+            shape=info.shape, dtype=info.dtype, tile=tile,
+            photometric="minisblack" if info.layout.color == 1 else "rgb",
+            planarconfig=None if info.squeeze else "contig",
+            extrasamples=extrasamples or None,
+            compression=compression, predictor=predictor or None,
+            bigtiff=bool(meta.get("bigtiff")) or raw_bytes > CLASSIC_LIMIT,
+            metadata=None, software="tiledehaze",
+            extratags=list(meta.get("extratags", [])),
+            iccprofile=meta.get("iccprofile"),
+            description=meta.get("description"),
+            buffersize=32 << 20, maxworkers=2,
+        )
+        if meta.get("resolution"):
+            kwargs["resolution"] = meta["resolution"]
+            kwargs["resolutionunit"] = meta.get("resolutionunit")
+        if compression in ("jpeg", tifffile.COMPRESSION.JPEG):
+            kwargs["compressionargs"] = {"level": 95}
+        tifffile.imwrite(path, _tiles(bands, info, tile), **kwargs)
