@@ -127,3 +127,32 @@ def test_generic_engine_options_are_accepted_and_bad_options_refused():
     for bad in (dict(patch=4), dict(omega=1.5), dict(t0=0.0), dict(guided_radius=-1), dict(top_fraction=0)):
         with pytest.raises(ConfigError):
             create_model("dcp", **bad)
+
+
+def test_restore_through_the_engine_equals_whole_image_dcp(monkeypatch):
+    import tiledehaze
+
+    _, hazy = scene(300, 420, seed=3)
+    image = to_uint8(hazy).astype(np.uint8)
+    model = tiledehaze.get_model("dcp", guided_radius=12)
+    calls = []
+    original = DCPModel.global_state
+
+    def counting(self, overview):
+        calls.append(overview.shape)
+        return original(self, overview)
+
+    monkeypatch.setattr(DCPModel, "global_state", counting)
+    whole = tiledehaze.restore(image, model=model, tile=None)
+    pieces = tiledehaze.restore(image, model=model, tile=160)
+    assert pieces.shape == image.shape and pieces.dtype == np.uint8
+    assert len(calls) == 2  # once per restore call, however many tiles
+    assert np.abs(pieces.astype(int) - whole.astype(int)).max() <= 1
+
+
+def test_restore_by_name_accepts_dcp_options():
+    import tiledehaze
+
+    _, hazy = scene(120, 160, seed=4)
+    out = tiledehaze.restore(hazy, model="dcp", tile=None, patch=9, guided_radius=8)
+    assert out.shape == hazy.shape and out.dtype == hazy.dtype

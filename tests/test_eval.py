@@ -110,3 +110,11 @@ def test_eval_command_prints_a_table(tmp_path, capsys):
     args = parser.parse_args(["eval", "--hazy", str(tmp_path / "hazy"), "--model", "dcp", "--out", str(tmp_path / "o")])
     assert args.func(args) == 0
     assert "| a | dcp |" in capsys.readouterr().out
+
+
+def test_cli_eval_reports_a_missing_folder_in_one_line(tmp_path, capsys):
+    from tiledehaze.cli import main
+
+    assert main(["eval", "--hazy", str(tmp_path / "nowhere"), "--model", "dcp"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a folder" in err[0]

@@ -41,7 +41,7 @@ METRIC_SETTINGS: dict[str, Any] = {
     "ssim": ("skimage.metrics.structural_similarity(data_range=1.0, channel_axis=2, gaussian_weights=True, "
              "sigma=1.5, use_sample_covariance=False), mean over channels (Wang et al. 2004)"),
     "haze_score": f"mean dark channel (min over RGB, {HAZE_PATCH}x{HAZE_PATCH} min filter), lower = less haze",
-    "time": "wall-clock seconds of tiledehaze.restore on the whole image, model already created",
+    "time": "wall-clock seconds of tiledehaze.restore (tiled, default tile 1024), model already created",
 }
 _RESIDE_SUFFIX = re.compile(r"^(.*)_[0-9]+(?:\.[0-9]+)?$")
 
@@ -221,20 +221,9 @@ def ssim(reference: np.ndarray, image: np.ndarray) -> float:
 
 def dehaze(model: Model, image: np.ndarray, **restore_options: Any) -> np.ndarray:
     """Restore a float32 RGB image with a created model through the public tiled API."""
-    try:
-        from . import restore
-    except ImportError:  # until the tiling engine lands: the whole image as one tile
-        overview = _overview(image)
-        return model.run(image[None], model.global_state(overview))[0]
+    from .api import restore
+
     return restore(image, model=model, **restore_options)
-
-
-def _overview(image: np.ndarray, long_side: int = 2048) -> np.ndarray:
-    scale = long_side / max(image.shape[:2])
-    if scale >= 1:
-        return image
-    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def labelled_grid(panels: Sequence[tuple[str, np.ndarray]], *, height: int = 384) -> np.ndarray:
