@@ -93,7 +93,8 @@ def test_halo_follows_from_patch_and_guided_radius():
     assert DCPModel(patch=9, guided_radius=0).halo == 4
 
 
-@pytest.mark.parametrize("options", [dict(guided_radius=12, guided_eps=1e-3), dict()])
+@pytest.mark.parametrize("options", [dict(guided_radius=12, guided_eps=1e-3), dict(), dict(patch=1, guided_radius=5),
+                                     dict(patch=7, guided_radius=0)])
 def test_tiles_with_halo_context_equal_the_whole_image_within_one_lsb(options):
     _, hazy = scene(300, 420, seed=1)
     model = DCPModel(**options)

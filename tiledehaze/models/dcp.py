@@ -50,7 +50,7 @@ def dark_channel(image: np.ndarray, patch: int = 15) -> np.ndarray:
 
 def _erode(m: np.ndarray, patch: int) -> np.ndarray:
     if patch <= 1:
-        return m
+        return m.copy()  # callers reuse m as scratch space
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (patch, patch))
     # the default border value of erode is +max, i.e. outside pixels never win the minimum
     return cv2.erode(m, kernel)
