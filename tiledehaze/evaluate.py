@@ -260,6 +260,8 @@ def evaluate(hazy_dir: str | Path, clear_dir: str | Path | None = None, *, model
         raise ConfigError("give at least one model")
     created = {name: create_model(name, **model_options.get(name, {})) for name in models}
     pairs = match_pairs(hazy_dir, clear_dir)
+    for model in created.values():  # warm up (sessions, caches) so the first image's time is not inflated
+        dehaze(model, np.full((64, 64, 3), 0.5, np.float32), **restore_options)
     out = Path(out_dir) if out_dir is not None else None
     results: list[Result] = []
     for pair in pairs:
