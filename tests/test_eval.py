@@ -118,3 +118,15 @@ def test_cli_eval_reports_a_missing_folder_in_one_line(tmp_path, capsys):
     assert main(["eval", "--hazy", str(tmp_path / "nowhere"), "--model", "dcp"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a folder" in err[0]
+
+
+def test_model_options_reach_the_model(tmp_path):
+    from tiledehaze.commands.eval import parse_model_options
+    from tiledehaze.errors import ConfigError
+
+    assert parse_model_options(["dcp.guided_radius=20", "dcp.omega=0.9"]) == {"dcp": {"guided_radius": 20, "omega": 0.9}}
+    with pytest.raises(ConfigError):
+        parse_model_options(["guided_radius=20"])
+    write(tmp_path / "hazy" / "a.png", add_haze(clear_image()))
+    report = evaluate(tmp_path / "hazy", models=["dcp"], model_options={"dcp": {"guided_radius": 5}})
+    assert "r 5" in report.settings["models"]["dcp"]
