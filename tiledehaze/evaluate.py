@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, OutputError
 from .models import Model, create_model
 from .models.dcp import dark_channel
 
@@ -181,7 +181,7 @@ def write_image(path: str | Path, rgb: np.ndarray) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise InputError(f"cannot write {path}")
+        raise OutputError(f"cannot write {path}")
 
 
 def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
