@@ -56,8 +56,9 @@ def restore_bands(reader: Reader, model: Model, plan: TilePlan, *, batch: int | 
             _blend_row(acc, y0 - emitted, band, layout, model, state, plan, r, batch, progress)
             final = plan.final_after_row(r)
             done = final - emitted
-            yield emitted, from_unit_rgb(acc[:done], band[emitted - y0: final - y0], layout)
             carry = acc[done:].copy()
+            yield emitted, from_unit_rgb(acc[:done], band[emitted - y0: final - y0], layout, inplace=True)
+            del acc
             emitted = final
 
 
