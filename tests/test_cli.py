@@ -114,3 +114,21 @@ def test_help_shows_examples():
 def test_info_lists_backends_and_models():
     result = _run("info")
     assert result.returncode == 0 and "aodnet" in result.stdout and "onnxruntime" in result.stdout
+
+
+def test_sigterm_midway_leaves_no_partial_output(tmp_path, weights_path):
+    import signal
+    import time
+
+    src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
+    tifffile.imwrite(src, smooth_image(3000, 1500, 3, np.uint8), photometric="rgb")
+    proc = subprocess.Popen([sys.executable, "-m", "tiledehaze.cli", "process", str(src), "-o", str(dst),
+                             "--weights", str(weights_path), "--tile", "128", "--no-progress"],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(p.name.startswith(".out.tif") for p in tmp_path.iterdir()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
