@@ -23,7 +23,7 @@ from PIL import Image
 from tiledehaze import TileDehazeError, process_file
 from tiledehaze.cli import main
 
-from conftest import hazy_photo
+from .images import hazy_photo
 
 PHOTO = hazy_photo(48, 64, seed=7)
 

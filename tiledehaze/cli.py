@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from .errors import TileDehazeError
@@ -18,6 +19,7 @@ from .errors import TileDehazeError
 COMMAND_MODULES = [
     "tiledehaze.commands.process",
     "tiledehaze.commands.info",
+    "tiledehaze.commands.eval",
 ]
 
 
@@ -33,12 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # unwinds like Ctrl-C, so temporary outputs are removed
+
+
 def main(argv: list[str] | None = None) -> int:
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # tifffile logs every odd tag it skips; a damaged file already ends in our one line
+    if args.verbose < 2:  # tifffile logs every oddity of malformed files (some at ERROR); our one line says what matters
         logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     try:
         return int(args.func(args) or 0)

@@ -43,7 +43,7 @@ def read_raster(path: str | Path, *, pixel_limit: int | None = None) -> ArrayRea
     try:
         im = Image.open(path)
     except UnidentifiedImageError:
-        raise InputError(f"{path}: not an image we can read (unknown format, or a damaged header)") from None
+        raise InputError(f"{path}: not a readable image (unknown format, or a damaged header)") from None
     except Exception as exc:
         text = str(exc).strip().splitlines()
         raise InputError(f"{path}: truncated or damaged image header ({type(exc).__name__}"

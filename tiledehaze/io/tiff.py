@@ -45,10 +45,12 @@ class TiffReader(Reader):
         except Exception as exc:
             raise InputError(f"{self.path}: not a readable TIFF ({_short(exc)})") from None
         try:
+            if len(self.tif.pages) == 0:
+                raise IndexError
             page = self.tif.pages.first
         except IndexError:
             self.tif.close()
-            raise InputError(f"{self.path}: TIFF holds no image (empty or damaged image directory)") from None
+            raise InputError(f"{self.path}: TIFF contains no images") from None
         except Exception as exc:
             self.tif.close()
             raise InputError(f"{self.path}: not a readable TIFF ({_short(exc)})") from None
