@@ -629,7 +629,6 @@ def _run_dask(jobs: Sequence[Job], settings: Settings, run: Runner, finished: Ca
         # keep glibc's adaptive mmap threshold: a fixed trim threshold makes every large
         # temporary a fresh mmap, which halves inference speed (see FIELD-NOTES)
         "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-        "distributed.worker.daemon": False,
     }):
         if scheduler:
             _check_reachable(scheduler)
@@ -648,7 +647,7 @@ def _run_dask(jobs: Sequence[Job], settings: Settings, run: Runner, finished: Ca
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=limit,
                                    dashboard_address=None, silence_logs=logging.ERROR)
             client = Client(cluster)
-            label = f"{workers} dask workers x {threads} threads"
+            label = f"{workers} dask worker{'s' if workers > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
     try:
         futures = client.map(run, list(jobs), settings=settings, threads=threads, pure=False, retries=retries)
         by_key = {f.key: job for f, job in zip(futures, jobs)}
