@@ -61,8 +61,10 @@ def make_batch(folder: Path, files: int, seed: int = 0) -> float:
         path.parent.mkdir(parents=True, exist_ok=True)
         if kind == "tif":
             tifffile.imwrite(path, pixels, tile=(512, 512), compression="zlib", photometric="rgb")
+        elif kind == "jpg":
+            Image.fromarray(pixels).save(path, quality=92)
         else:
-            Image.fromarray(pixels).save(path, quality=92) if kind == "jpg" else Image.fromarray(pixels).save(path, compress_level=1)
+            Image.fromarray(pixels).save(path, compress_level=1)
         total += h * w / 1e6
     return total
 

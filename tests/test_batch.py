@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import tifffile
 from PIL import Image
@@ -306,3 +305,11 @@ def test_progress_shows_files_megapixels_and_rate(capsys):
         advance(0.0, failed=True)
     err = capsys.readouterr().err
     assert "2/3 files, 1 failed" in err and "MP" in err
+
+
+def test_hidden_files_and_folders_are_left_out(photos, tmp_path, weights_file):
+    (photos / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 macOS AppleDouble companion")
+    (photos / ".thumbnails").mkdir()
+    (photos / ".thumbnails" / "t.jpg").write_bytes(b"x")
+    report = process_batch(photos, tmp_path / "out", weights=weights_file)
+    assert len(report.done) == 3 and not report.failed

@@ -15,6 +15,7 @@ from .plan import TilePlan
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendUnavailable", "BatchReport", "ConfigError", "InputError", "OutOfMemory", "OutputError", "ProcessResult", "TileDehazeError",
-    "TilePlan", "create_model", "default_output", "get_model", "list_models", "process_batch", "process_file", "restore",
+    "BackendUnavailable", "BatchReport", "ConfigError", "InputError", "OutOfMemory", "OutputError", "ProcessResult",
+    "TileDehazeError", "TilePlan", "create_model", "default_output", "get_model", "list_models", "process_batch",
+    "process_file", "restore",
 ]

@@ -36,10 +36,10 @@ import os
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .api import process_file
 from .errors import ConfigError, OutputError, TileDehazeError
@@ -182,8 +182,9 @@ def find_inputs(inputs: Sequence[str | os.PathLike], outdir: Path, *,
 
     A single folder is mirrored into ``outdir`` directly; with several inputs each folder
     goes into a subfolder of its own name and each file to the top. Folders are walked
-    recursively (symlinked folders are not followed); files whose names match none of
-    ``globs`` are left out (case-insensitive); ``outdir`` is never walked.
+    recursively (symlinked folders are not followed); hidden files and folders, and files
+    whose names match none of ``globs`` (case-insensitive), are left out; ``outdir`` is
+    never walked.
     """
     patterns = [g.lower() for g in (globs or DEFAULT_GLOBS)]
     out_real = os.path.realpath(outdir)
@@ -197,10 +198,11 @@ def find_inputs(inputs: Sequence[str | os.PathLike], outdir: Path, *,
                 raise ConfigError(f"output folder {outdir} is an input folder; outputs would replace the inputs")
             prefix = path.resolve().name if several else ""
             for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(root, d)) != out_real)
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                                 and os.path.realpath(os.path.join(root, d)) != out_real)
                 for name in sorted(files):
-                    if TEMP_MARK in name or not any(fnmatch.fnmatch(name.lower(), p) for p in patterns):
-                        continue
+                    if name.startswith(".") or not any(fnmatch.fnmatch(name.lower(), p) for p in patterns):
+                        continue  # hidden files include macOS '._' companions and our temporaries
                     full = Path(root) / name
                     rel = full.relative_to(path).as_posix()
                     found.append((full, f"{prefix}/{rel}" if prefix else rel))
@@ -321,15 +323,18 @@ class Manifest:
     def owns(self, relpath: str) -> bool:
         return relpath in self.entries
 
-    def record(self, entries: Iterable[dict]) -> None:
+    def record(self, entries: list[dict]) -> None:
         text = "".join(json.dumps(e) + "\n" for e in entries)
         if not text:
             return
         for e in entries:
             self.entries[e["output"]] = e
-        self._file.write(text)
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.write(text)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            raise OutputError(describe_os_error(exc, self.path)) from None
 
     def close(self) -> None:
         if self._file is not None:
@@ -455,6 +460,8 @@ def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
     to ``outdir/tiledehaze-report.json``.
     """
     start = time.perf_counter()
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
     if workers is not None and workers < 1:
         raise ConfigError("--workers must be at least 1")
     if workers and scheduler:

@@ -26,7 +26,8 @@ def progress_bar(desc: str, unit: str = "tile", enabled: bool | None = None) -> 
 
 
 @contextmanager
-def batch_progress(files: int, megapixels: float, enabled: bool | None = None) -> Iterator[Callable[[float, bool], None]]:
+def batch_progress(files: int, megapixels: float,
+                   enabled: bool | None = None) -> Iterator[Callable[[float, bool], None]]:
     """Yield ``advance(megapixels, failed)``, called once per finished file (in the driving process).
 
     One bar across all files: files done and failed, MP/s and an ETA from the megapixels still

@@ -75,13 +75,18 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     b = p.add_argument_group("folders and several files")
     b.add_argument("--glob", action="append", dest="globs", metavar="PATTERN",
-                   help="file names to take from folders, repeatable (default: the supported image extensions)")
-    b.add_argument("--format", choices=sorted(FORMAT_EXTENSIONS), help="convert every output to this format (default: keep each file's)")
+                   help="file names to take from folders, repeatable (default: the supported image extensions); "
+                        "hidden files and folders are always left out")
+    b.add_argument("--format", choices=sorted(FORMAT_EXTENSIONS),
+                   help="convert every output to this format (default: keep each file's)")
     b.add_argument("--workers", type=int, help="restore files in N local worker processes (a dask cluster)")
-    b.add_argument("--scheduler", metavar="ADDRESS", help="send the files to an existing dask cluster, e.g. tcp://host:8786")
-    b.add_argument("--memory-limit", help="memory per local worker, e.g. 4GB (default: share of RAM, fewer workers if the largest image needs it)")
+    b.add_argument("--scheduler", metavar="ADDRESS",
+                   help="send the files to an existing dask cluster, e.g. tcp://host:8786")
+    b.add_argument("--memory-limit", help="memory per local worker, e.g. 4GB (default: a share of the RAM, "
+                                          "fewer workers if the largest image needs it)")
     b.add_argument("--retries", type=int, default=2, help="retries of a file after an unexpected error (default: 2)")
-    b.add_argument("--checksum", action="store_true", help="also compare inputs' SHA-256 when deciding what is up to date")
+    b.add_argument("--checksum", action="store_true",
+                   help="also compare inputs' SHA-256 when deciding what is up to date")
     p.set_defaults(func=run)
 
 
