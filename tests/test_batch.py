@@ -313,3 +313,10 @@ def test_hidden_files_and_folders_are_left_out(photos, tmp_path, weights_file):
     (photos / ".thumbnails" / "t.jpg").write_bytes(b"x")
     report = process_batch(photos, tmp_path / "out", weights=weights_file)
     assert len(report.done) == 3 and not report.failed
+
+
+def test_missing_weights_fail_once_before_any_file(photos, tmp_path, capsys):
+    code = main(["process", str(photos), "-o", str(tmp_path / "out"), "--weights", str(tmp_path / "nope.safetensors")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "nope.safetensors" in err[0]
+    assert not (tmp_path / "out").exists()

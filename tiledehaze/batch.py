@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .api import process_file
+from .api import get_model, process_file
 from .errors import ConfigError, OutputError, TileDehazeError
 from .io import EXTENSIONS
 from .io.atomic import TEMP_MARK, describe_os_error
@@ -472,8 +472,9 @@ def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
                         backend=backend, tile=tile, overlap=overlap, batch=batch, compression=compression,
                         quality=quality, max_pixels=max_pixels, format=format,
                         options=tuple(sorted(model_options.items())))
-    if weights is not None and not Path(weights).is_file():
-        raise ConfigError(f"weights file not found: {weights}")
+    # a wrong model, backend or weights file fails every file alike: say so once, up front
+    # (in-process runs reuse this cached model)
+    get_model(model, weights=settings.weights, backend=backend, threads=threads, **model_options)
     outdir = Path(outdir).absolute()
     if outdir.exists() and not outdir.is_dir():
         raise OutputError(f"output {outdir} is a file; give a folder for several inputs")
