@@ -320,3 +320,18 @@ def test_missing_weights_fail_once_before_any_file(photos, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "nope.safetensors" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_checksum_decides_by_content_not_time(photos, tmp_path, weights_file):
+    out = tmp_path / "out"
+    assert len(process_batch(photos, out, weights=weights_file, checksum=True).done) == 3
+    a = photos / "a.jpg"
+    os.utime(a, ns=(a.stat().st_atime_ns, a.stat().st_mtime_ns + 10**9))  # copied: new time, same bytes
+    assert len(process_batch(photos, out, weights=weights_file, checksum=True).skipped) == 3
+    data = bytearray(a.read_bytes())
+    data[-3] ^= 1  # same size and time, different content
+    st = a.stat()
+    a.write_bytes(bytes(data))
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    report = process_batch(photos, out, weights=weights_file, checksum=True)
+    assert [r.relpath for r in report.done] == ["a.jpg"]

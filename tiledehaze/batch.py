@@ -6,8 +6,8 @@ The flow is plan -> skip/resume -> run -> report:
   path under ``outdir`` that mirrors the input's folder structure. The output folder itself is
   never walked.
 - **skip/resume**: a manifest in ``outdir`` (``.tiledehaze-manifest.jsonl``, JSON lines, last
-  line per output wins) records for every finished output the input's size and mtime (and
-  optionally its SHA-256) and a fingerprint of the settings that produced it. A rerun skips
+  line per output wins) records for every finished output the input's size and mtime (or,
+  with ``checksum``, its SHA-256) and a fingerprint of the settings that produced it. A rerun skips
   a job whose record matches; a changed input, changed settings or a missing output redoes it.
 - **run**: in this process, on a local dask cluster of worker processes, or on an existing
   cluster. Each output appears atomically (see :mod:`.io.atomic`), so a run killed at any
@@ -97,6 +97,7 @@ class Job:
     size: int
     mtime_ns: int
     megapixels: float | None = None  # from the header; None when it cannot be read
+    sha256: str | None = None  # with ``checksum`` only
 
 
 @dataclass
@@ -311,9 +312,12 @@ class Manifest:
         e = self.entries.get(job.relpath)
         if not e or e.get("state") != "done":
             return False
-        if (e.get("settings"), e.get("size"), e.get("mtime_ns")) != (settings_key, job.size, job.mtime_ns):
+        if (e.get("settings"), e.get("size")) != (settings_key, job.size):
             return False
-        if digest is not None and e.get("sha256") != digest:
+        if digest is not None:  # content decides: a copied or restored archive has new times
+            if e.get("sha256") != digest:
+                return False
+        elif e.get("mtime_ns") != job.mtime_ns:
             return False
         try:
             return (outdir / job.relpath).stat().st_size == e.get("output_size")
@@ -451,7 +455,8 @@ def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
     the work to an existing cluster (``"tcp://host:8786"``) whose workers see the same paths.
 
     Files whose outputs are up to date (see the module notes) are skipped unless
-    ``overwrite``; ``checksum`` also compares the inputs' SHA-256. ``on_plan(plan)`` is called
+    ``overwrite``; ``checksum`` compares the inputs' SHA-256 instead of their modification
+    times (for archives that were copied or restored). ``on_plan(plan)`` is called
     once the work is known, ``progress(result)`` after every file, always in this process.
     ``runner`` replaces :func:`run_job` (for instrumentation and tests).
 
@@ -493,14 +498,13 @@ def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
                 on_plan(plan)
             if plan.jobs:
                 manifest.record([{"output": j.relpath, "state": "started"} for j in plan.jobs])
-            digests = {j.relpath: _file_digest(j.source) for j in plan.jobs} if checksum else {}
             key = settings.fingerprint()
 
             def finished(result: JobResult, job: Job) -> bool:
                 if result.status == "done":
                     report.done.append(result)
                     manifest.record([{"output": job.relpath, "state": "done", "source": job.source,
-                                      "size": job.size, "mtime_ns": job.mtime_ns, "sha256": digests.get(job.relpath),
+                                      "size": job.size, "mtime_ns": job.mtime_ns, "sha256": job.sha256,
                                       "settings": key, "output_size": result.output_size,
                                       "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}])
                 else:
@@ -551,8 +555,8 @@ def _plan(inputs, outdir: Path, settings: Settings, manifest: Manifest, *, globs
         if output.exists() and os.path.samefile(output, source):
             failed.append(JobResult(rel, str(source), str(output), "failed", "output would replace the input"))
             continue
+        digest = _file_digest(source) if checksum else None
         if not overwrite:
-            digest = _file_digest(source) if checksum and manifest.owns(rel) else None
             if manifest.is_current(job, key, digest, outdir):
                 skipped.append(str(source))
                 continue
@@ -561,7 +565,7 @@ def _plan(inputs, outdir: Path, settings: Settings, manifest: Manifest, *, globs
                                         f"output {rel} exists and was not written by tiledehaze; "
                                         "pass --overwrite to replace it"))
                 continue
-        jobs.append(Job(job.source, job.output, rel, job.size, job.mtime_ns, peek_megapixels(source)))
+        jobs.append(Job(job.source, job.output, rel, job.size, job.mtime_ns, peek_megapixels(source), digest))
     return BatchPlan(tuple(jobs), tuple(skipped), tuple(failed))
 
 

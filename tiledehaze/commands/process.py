@@ -86,7 +86,7 @@ def register(sub) -> None:
                                           "fewer workers if the largest image needs it)")
     b.add_argument("--retries", type=int, default=2, help="retries of a file after an unexpected error (default: 2)")
     b.add_argument("--checksum", action="store_true",
-                   help="also compare inputs' SHA-256 when deciding what is up to date")
+                   help="decide what is up to date by the inputs' SHA-256 instead of their times")
     p.set_defaults(func=run)
 
 
