@@ -13,12 +13,15 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from .executor import pipelined
 from .io.base import Band, Reader
 from .models.base import Model
 from .pixels import from_unit_rgb, to_unit_rgb
 from .plan import TilePlan
 
 Progress = Callable[[int], None]
+#: chunks of tiles in flight on a GPU at once (CPU models run one at a time regardless)
+PIPELINE_DEPTH = 2
 
 
 def default_overlap(halo: int) -> int:
@@ -67,10 +70,12 @@ def _blend_row(acc: np.ndarray, offset: int, band: np.ndarray, layout, model: Mo
     wy = plan.row_weights[r][:, None, None]
     height = band.shape[0]
     cols = range(len(plan.cols))
-    for start in range(0, len(cols), batch):
-        chunk = cols[start:start + batch]
-        tiles = np.stack([to_unit_rgb(band[:, plan.cols[c][0]:plan.cols[c][1]], layout) for c in chunk])
-        out = model.run(tiles, state)
+    chunks = [cols[start:start + batch] for start in range(0, len(cols), batch)]
+    stacks = (np.stack([to_unit_rgb(band[:, plan.cols[c][0]:plan.cols[c][1]], layout) for c in chunk])
+              for chunk in chunks)
+    # GPU models take the next chunk while the previous one is still on the device.
+    results = pipelined(lambda tiles: model.submit(tiles, state), stacks, depth=PIPELINE_DEPTH)
+    for chunk, out in zip(chunks, results):
         for k, c in enumerate(chunk):
             x0, x1 = plan.cols[c]
             weight = wy * plan.col_weights[c][None, :, None]

@@ -14,16 +14,23 @@ from typing import Callable
 import numpy as np
 
 from ..errors import BackendUnavailable
+from ..executor import Done, Pending
 
 
 class Backend(ABC):
     name: str = ""
     #: tiles per call that fill the device
     preferred_batch: int = 1
+    #: exception types that mean "out of device memory" (see :mod:`tiledehaze.executor`)
+    oom_errors: tuple[type[BaseException], ...] = ()
 
     @abstractmethod
     def run(self, tiles: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) float32 in, (N, H, W, 3) float32 out."""
+
+    def submit(self, tiles: np.ndarray) -> Pending:
+        """Start :meth:`run` on ``tiles``; GPU backends return before the device is done."""
+        return Done(self.run(tiles))
 
     def describe(self) -> str:
         return self.name
@@ -65,9 +72,19 @@ def create_backend(name: str, network, **options) -> Backend:
                 return _FACTORIES[candidate](network, **options)
             reasons.append(f"{candidate}: {info.unavailable}")
         raise BackendUnavailable("no inference backend can run here (" + "; ".join(reasons) + ")")
+    check_backend(name)
+    return _FACTORIES[name](network, **options)
+
+
+def check_backend(name: str) -> None:
+    """Raise :class:`BackendUnavailable` (one line: what and why) unless ``name`` can run here.
+
+    Cheap: it runs the probe only, so callers can refuse early, before loading weights.
+    """
+    if name == "auto":
+        return
     if name not in _FACTORIES:
         raise BackendUnavailable(f"unknown backend {name!r}; choose from auto, {', '.join(AUTO_ORDER)}")
     info = _PROBES[name]()
     if info.unavailable is not None:
         raise BackendUnavailable(f"backend {name!r} cannot run here: {info.unavailable}")
-    return _FACTORIES[name](network, **options)

@@ -43,9 +43,10 @@ def create_model(name: str = "aodnet", **options) -> Model:
 
 def _aodnet(*, weights: str | Path | None = None, backend: str = "auto", threads: int | None = None,
             device: str | None = None, **backend_options) -> Model:
-    from ..backends import create_backend
+    from ..backends import check_backend, create_backend
     from .aodnet import AODNet, AODNetModel, load_weights
 
+    check_backend(backend)  # an unusable backend is reported before weights are read
     network = AODNet(load_weights(weights))
     opts = dict(backend_options, threads=threads)
     if device is not None:

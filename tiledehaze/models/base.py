@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ..executor import Done, Pending
+
 
 class Model(ABC):
     """A restoration model, as the tiling engine sees it."""
@@ -35,6 +37,10 @@ class Model(ABC):
     @abstractmethod
     def run(self, tiles: np.ndarray, state: dict[str, Any]) -> np.ndarray:
         """Restore a batch of float32 tiles (N, H, W, 3) in [0, 1]; returns the same shape."""
+
+    def submit(self, tiles: np.ndarray, state: dict[str, Any]) -> Pending:
+        """Start :meth:`run`; models on a GPU return before the device is done."""
+        return Done(self.run(tiles, state))
 
     def describe(self) -> str:
         return self.name
