@@ -167,3 +167,129 @@ def test_torch_cuda_out_of_memory_backs_off_on_a_real_gpu(network, caplog):
     assert out.shape == (8, 2048, 2048, 3)
     assert model.runner.limit is not None and model.runner.limit < 8
     assert "out of device memory" in caplog.text
+
+
+def test_the_cuda_code_path_bookkeeping_runs_on_the_cpu_with_stand_in_streams(monkeypatch, network, tiles,
+                                                                              reference):
+    """Slot rotation, pinned-buffer reuse and in-flight results, exercised without a GPU."""
+    import contextlib
+
+    from tiledehaze.backends.torch_backend import TorchBackend, _Slot
+
+    class Stream:
+        cuda_stream = 0
+
+        def synchronize(self):
+            pass
+
+    class Event:
+        def record(self, stream):
+            pass
+
+        def synchronize(self):
+            pass
+
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    backend = TorchBackend(network, device="cpu", threads=1)
+    backend.on_gpu, backend.dtype = True, torch.float32
+    backend._slots, backend._next = [_Slot(torch, Stream(), pin=False) for _ in range(2)], 0
+    first = [backend.submit(tiles[i:i + 1]) for i in range(3)]  # the third reuses slot 0
+    second = backend.submit(tiles)  # buffers grow to the larger batch
+    for i, handle in enumerate(first):
+        np.testing.assert_allclose(handle.result(), reference[i:i + 1], atol=2e-5)
+    np.testing.assert_allclose(second.result(), reference, atol=2e-5)
+    np.testing.assert_allclose(backend.run(tiles[:2]), reference[:2], atol=2e-5)
+
+
+def test_the_tensorrt_run_path_runs_on_the_cpu_with_a_stand_in_engine(monkeypatch, network, tiles, reference):
+    """Shapes, tensor addresses, profile growth and slot reuse of the TensorRT backend, without a GPU.
+
+    The stand-in execution context reads and writes the very addresses the backend hands it.
+    """
+    import contextlib
+    import ctypes
+    import types
+
+    from tiledehaze.backends import engine_cache
+    from tiledehaze.backends import tensorrt as trt_backend
+    from tiledehaze.backends.torch_backend import _Slot
+
+    session = OnnxRuntimeBackend(network, threads=1).session
+    trt = types.SimpleNamespace(TensorIOMode=types.SimpleNamespace(INPUT="in", OUTPUT="out"),
+                                DataType=types.SimpleNamespace(FLOAT="f32", HALF="f16"), __version__="10.0")
+
+    class Context:
+        def __init__(self):
+            self.addresses, self.shape, self.profile = {}, None, None
+
+        def set_input_shape(self, name, shape):
+            assert name == "hazy"
+            self.shape = tuple(shape)
+            return self.profile.covers(self.shape)
+
+        def set_tensor_address(self, name, ptr):
+            self.addresses[name] = ptr
+
+        def execute_async_v3(self, stream):
+            n = int(np.prod(self.shape))
+            view = lambda name: np.ctypeslib.as_array(  # noqa: E731
+                (ctypes.c_float * n).from_address(self.addresses[name])).reshape(self.shape)
+            view("dehazed")[...] = session.run(None, {"hazy": view("hazy").copy()})[0]
+            return True
+
+    class Engine:
+        num_io_tensors = 2
+
+        def __init__(self, profile):
+            self.profile = profile
+
+        def get_tensor_name(self, i):
+            return ("hazy", "dehazed")[i]
+
+        def get_tensor_mode(self, name):
+            return "in" if name == "hazy" else "out"
+
+        def get_tensor_dtype(self, name):
+            return "f32"
+
+        def create_execution_context(self):
+            ctx = Context()
+            ctx.profile = self.profile
+            return ctx
+
+    class Stream:
+        cuda_stream = 1234
+
+        def synchronize(self):
+            pass
+
+    class Event:
+        def record(self, stream):
+            pass
+
+        def synchronize(self):
+            pass
+
+    built = []
+    monkeypatch.setattr(torch.cuda, "device", lambda d: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(trt_backend, "engine_spec", lambda onnx, profile, precision, index: profile)
+    monkeypatch.setattr(trt_backend, "load_or_build",
+                        lambda runtime, onnx, spec, cache, **kw: (built.append(spec) or Engine(spec), True))
+
+    backend = object.__new__(trt_backend.TensorRTBackend)
+    backend.trt, backend.torch, backend.precision = trt, torch, "fp32"
+    backend.device, backend.tile, backend.preferred_batch = torch.device("cpu"), 64, 2
+    backend.onnx, backend.runtime, backend.cache, backend.workspace = b"", None, None, 0
+    backend._slots, backend._next, backend._engines = [_Slot(torch, Stream(), pin=False) for _ in range(2)], 0, []
+
+    square = np.ascontiguousarray(tiles[:, :, :64])
+    expected = OnnxRuntimeBackend(network, threads=1).run(square)
+    handles = [backend.submit(square[i:i + 1]) for i in range(3)]  # 64x64: the planned engine
+    for i, h in enumerate(handles):
+        np.testing.assert_array_equal(h.result(), expected[i:i + 1])
+    np.testing.assert_allclose(backend.run(tiles), reference, atol=2e-5)  # 3 x 64x96: a grown engine
+    assert [p.max for p in built] == [(2, 3, 64, 64), (3, 3, 128, 128)]
+    assert built[1] == engine_cache.profile_for((3, 3, 64, 96), tile=64, batch=2)

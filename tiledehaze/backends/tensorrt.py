@@ -244,7 +244,7 @@ class TensorRTBackend(Backend):
         with torch.cuda.device(self.device), torch.cuda.stream(slot.stream):
             ctx = engine.context(index)
             x = host_in.to(self.device, non_blocking=True)
-            x = x.permute(0, 3, 1, 2).to(engine.input_dtype, memory_format=torch.contiguous_format)
+            x = x.permute(0, 3, 1, 2).to(engine.input_dtype, memory_format=torch.contiguous_format).contiguous()
             y = torch.empty(shape, dtype=engine.output_dtype, device=self.device)
             if not ctx.set_input_shape(engine.input_name, shape):
                 raise RuntimeError(f"TensorRT refused input shape {shape} (profile {engine.profile})")
@@ -252,7 +252,7 @@ class TensorRTBackend(Backend):
             ctx.set_tensor_address(engine.output_name, y.data_ptr())
             if not ctx.execute_async_v3(slot.stream.cuda_stream):
                 raise RuntimeError("TensorRT failed to enqueue the engine (its log above says why)")
-            nhwc = y.permute(0, 2, 3, 1).to(torch.float32, memory_format=torch.contiguous_format)
+            nhwc = y.permute(0, 2, 3, 1).to(torch.float32, memory_format=torch.contiguous_format).contiguous()
             host_out = slot.host("out", tiles.shape)
             host_out.copy_(nhwc, non_blocking=True)
             done = torch.cuda.Event()

@@ -36,7 +36,8 @@ class TorchBackend(Backend):
             device = "cuda" if torch_cuda_problem() is None else "cpu"
         self.device = torch.device(device)
         self.threads = threads or default_threads()
-        if self.device.type == "cuda":
+        self.on_gpu = self.device.type == "cuda"
+        if self.on_gpu:
             problem = torch_cuda_problem()
             if problem is not None:
                 raise BackendUnavailable(f"torch on {device}: {problem}")
@@ -65,10 +66,11 @@ class TorchBackend(Backend):
         self.oom_errors = (torch.cuda.OutOfMemoryError,)
         self._slots = [_Slot(torch, torch.cuda.Stream(self.device)) for _ in range(streams)]
         self._next = 0
+        torch.cuda.synchronize(self.device)  # weights are on the device before other streams read them
 
     def submit(self, tiles: np.ndarray) -> Pending:
         """Queue ``tiles`` on the GPU; the returned handle's ``result()`` waits for them."""
-        if self.device.type != "cuda":
+        if not self.on_gpu:
             return Done(self.run(tiles))
         torch = self.torch
         tiles = np.ascontiguousarray(tiles, dtype=np.float32)
@@ -81,7 +83,7 @@ class TorchBackend(Backend):
             x = host_in.to(self.device, non_blocking=True)
             # NHWC memory viewed as NCHW is exactly channels_last: no copy, no transpose.
             x = x.permute(0, 3, 1, 2).to(self.dtype)
-            y = self.module(x).permute(0, 2, 3, 1).float()
+            y = self.module(x).permute(0, 2, 3, 1).to(torch.float32, memory_format=torch.contiguous_format)
             host_out = slot.host("out", tiles.shape)
             host_out.copy_(y, non_blocking=True)
             done = torch.cuda.Event()
@@ -90,7 +92,7 @@ class TorchBackend(Backend):
         return slot.pending
 
     def run(self, tiles: np.ndarray) -> np.ndarray:
-        if self.device.type == "cuda":
+        if self.on_gpu:
             return self.submit(tiles).result()
         torch = self.torch
         # NHWC memory viewed as NCHW is exactly the channels_last layout: no copy.
@@ -101,13 +103,13 @@ class TorchBackend(Backend):
 
     def release_memory(self) -> None:
         """Wait for queued work and hand cached blocks back to the driver (after an OOM)."""
-        if self.device.type == "cuda":
+        if self.on_gpu:
             for slot in self._slots:
                 slot.stream.synchronize()
             self.torch.cuda.empty_cache()
 
     def describe(self) -> str:
-        if self.device.type == "cuda":
+        if self.on_gpu:
             name = self.torch.cuda.get_device_name(self.device)
             return f"torch {self.device} ({name}) {self.precision} channels_last, batch {self.preferred_batch}"
         return f"torch cpu channels_last ({self.threads} threads)"
@@ -116,9 +118,10 @@ class TorchBackend(Backend):
 class _Slot:
     """One CUDA stream with its pinned host buffers, grown on demand and reused."""
 
-    def __init__(self, torch, stream):
+    def __init__(self, torch, stream, *, pin: bool = True):
         self.torch = torch
         self.stream = stream
+        self.pin = pin
         self.buffers: dict[str, object] = {}
         self.pending: _CudaPending | None = None
 
@@ -131,7 +134,7 @@ class _Slot:
         size = int(np.prod(shape))
         buf = self.buffers.get(key)
         if buf is None or buf.numel() < size:
-            buf = self.torch.empty(size, dtype=self.torch.float32, pin_memory=True)
+            buf = self.torch.empty(size, dtype=self.torch.float32, pin_memory=self.pin)
             self.buffers[key] = buf
         return buf[:size].view(shape)
 
