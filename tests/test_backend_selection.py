@@ -149,3 +149,29 @@ def test_torch_backend_picks_cpu_when_no_gpu_is_visible():
         pytest.skip("a CUDA device is visible")
     backend = create_backend("torch", AODNet(init_weights()), threads=1)
     assert backend.device.type == "cpu" and backend.preferred_batch == 1
+
+
+def test_process_passes_precision_to_the_backend(tmp_path, weights_file):
+    import cv2
+
+    rng = np.random.default_rng(5)
+    src = tmp_path / "scene.png"
+    cv2.imwrite(str(src), (rng.random((90, 130, 3)) * 255).astype(np.uint8))
+    outs = {}
+    for precision in ("fp32", "fp16"):
+        dst = tmp_path / f"out-{precision}.png"
+        assert main(["process", str(src), "-o", str(dst), "--backend", "onnxruntime", "--precision", precision,
+                     "--weights", str(weights_file), "--tile", "64", "--no-progress"]) == 0
+        outs[precision] = cv2.imread(str(dst)).astype(int)
+    assert np.abs(outs["fp16"] - outs["fp32"]).max() <= 2
+
+
+def test_torch_refuses_fp16_on_the_cpu_in_one_line(weights_file):
+    pytest.importorskip("torch")
+    from tiledehaze.backends.cuda import torch_cuda_problem
+    from tiledehaze.errors import ConfigError
+
+    if torch_cuda_problem() is None:
+        pytest.skip("a CUDA device is visible")
+    with pytest.raises(ConfigError, match="torch on CPU runs fp32 only"):
+        create_backend("torch", AODNet(init_weights()), precision="fp16")
