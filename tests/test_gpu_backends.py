@@ -7,6 +7,8 @@ gives where there is no GPU or no TensorRT.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -183,6 +185,9 @@ def test_the_cuda_code_path_bookkeeping_runs_on_the_cpu_with_stand_in_streams(mo
             pass
 
     class Event:
+        def __init__(self, **flags):
+            pass
+
         def record(self, stream):
             pass
 
@@ -194,6 +199,7 @@ def test_the_cuda_code_path_bookkeeping_runs_on_the_cpu_with_stand_in_streams(mo
     backend = TorchBackend(network, device="cpu", threads=1)
     backend.on_gpu, backend.dtype = True, torch.float32
     backend._slots, backend._next = [_Slot(torch, Stream(), pin=False) for _ in range(2)], 0
+    backend._lock = threading.Lock()
     first = [backend.submit(tiles[i:i + 1]) for i in range(3)]  # the third reuses slot 0
     second = backend.submit(tiles)  # buffers grow to the larger batch
     for i, handle in enumerate(first):
@@ -265,6 +271,9 @@ def test_the_tensorrt_run_path_runs_on_the_cpu_with_a_stand_in_engine(monkeypatc
             pass
 
     class Event:
+        def __init__(self, **flags):
+            pass
+
         def record(self, stream):
             pass
 
@@ -284,6 +293,7 @@ def test_the_tensorrt_run_path_runs_on_the_cpu_with_a_stand_in_engine(monkeypatc
     backend.device, backend.tile, backend.preferred_batch = torch.device("cpu"), 64, 2
     backend.onnx, backend.runtime, backend.cache, backend.workspace = b"", None, None, 0
     backend._slots, backend._next, backend._engines = [_Slot(torch, Stream(), pin=False) for _ in range(2)], 0, []
+    backend._lock = threading.Lock()
 
     square = np.ascontiguousarray(tiles[:, :, :64])
     expected = OnnxRuntimeBackend(network, threads=1).run(square)

@@ -17,4 +17,5 @@ register_backend("onnxruntime", ort.OnnxRuntimeBackend, ort.probe, auto_rank=3)
 register_backend("torch", torch_backend.TorchBackend, torch_backend.probe, auto_rank=4)
 register_backend("onnxruntime-tensorrt", ort.create_tensorrt, ort.probe_tensorrt, auto_rank=5)
 
-__all__ = ["AUTO_ORDER", "Backend", "BackendInfo", "available_backends", "check_backend", "create_backend", "register_backend"]
+__all__ = ["AUTO_ORDER", "Backend", "BackendInfo", "available_backends", "check_backend", "create_backend",
+           "register_backend"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +213,7 @@ class TensorRTBackend(Backend):
             self.runtime = trt.Runtime(trt_logger())
             self._slots = [_Slot(torch, torch.cuda.Stream(self.device)) for _ in range(max(1, streams))]
         self._next = 0
+        self._lock = threading.Lock()  # slots rotate safely if several threads share the model
         self._engines: list[_Engine] = []
         self.engine_for((self.preferred_batch, 3, tile, tile))  # pay for loading (or building) up front
 
@@ -230,8 +232,12 @@ class TensorRTBackend(Backend):
 
     def submit(self, tiles: np.ndarray) -> Pending:
         """Queue ``tiles`` (N, H, W, 3) float32 on the GPU; ``result()`` waits and returns them restored."""
-        torch = self.torch
         tiles = np.ascontiguousarray(tiles, dtype=np.float32)
+        with self._lock:
+            return self._enqueue(tiles)
+
+    def _enqueue(self, tiles: np.ndarray) -> Pending:
+        torch = self.torch
         n, h, w, _ = tiles.shape
         shape = (n, 3, h, w)
         engine = self.engine_for(shape)
@@ -255,7 +261,7 @@ class TensorRTBackend(Backend):
             nhwc = y.permute(0, 2, 3, 1).to(torch.float32, memory_format=torch.contiguous_format).contiguous()
             host_out = slot.host("out", tiles.shape)
             host_out.copy_(nhwc, non_blocking=True)
-            done = torch.cuda.Event()
+            done = torch.cuda.Event(blocking=True)  # waits without spinning: the CPU reads and writes meanwhile
             done.record(slot.stream)
         slot.pending = _CudaPending(done, host_out.numpy(), keepalive=(x, y, nhwc))
         return slot.pending

@@ -9,6 +9,7 @@ can be stacked (and copied, on the next slot's stream) while this one runs.
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 
@@ -66,14 +67,19 @@ class TorchBackend(Backend):
         self.oom_errors = (torch.cuda.OutOfMemoryError,)
         self._slots = [_Slot(torch, torch.cuda.Stream(self.device)) for _ in range(streams)]
         self._next = 0
+        self._lock = threading.Lock()  # slots rotate safely if several threads share the model
         torch.cuda.synchronize(self.device)  # weights are on the device before other streams read them
 
     def submit(self, tiles: np.ndarray) -> Pending:
         """Queue ``tiles`` on the GPU; the returned handle's ``result()`` waits for them."""
         if not self.on_gpu:
             return Done(self.run(tiles))
-        torch = self.torch
         tiles = np.ascontiguousarray(tiles, dtype=np.float32)
+        with self._lock:
+            return self._enqueue(tiles)
+
+    def _enqueue(self, tiles: np.ndarray) -> Pending:
+        torch = self.torch
         slot = self._slots[self._next]
         self._next = (self._next + 1) % len(self._slots)
         slot.retire()  # its pinned buffers are about to be reused
@@ -86,7 +92,7 @@ class TorchBackend(Backend):
             y = self.module(x).permute(0, 2, 3, 1).to(torch.float32, memory_format=torch.contiguous_format)
             host_out = slot.host("out", tiles.shape)
             host_out.copy_(y, non_blocking=True)
-            done = torch.cuda.Event()
+            done = torch.cuda.Event(blocking=True)  # waits without spinning: the CPU reads and writes meanwhile
             done.record(slot.stream)
         slot.pending = _CudaPending(done, host_out.numpy(), keepalive=(x, y))
         return slot.pending
