@@ -46,6 +46,12 @@ def test_auto_picks_the_first_usable_backend(fake_probes, usable, chosen):
     assert name == chosen and opts == {"threads": 2}
 
 
+def test_auto_on_device_cpu_skips_the_gpu_backends(fake_probes):
+    fake_probes(set(ALL))
+    name, _ = create_backend("auto", network=None, device="cpu")
+    assert name == "onnxruntime"
+
+
 def test_auto_with_nothing_usable_says_why_for_each(fake_probes):
     fake_probes(set())
     with pytest.raises(BackendUnavailable) as err:

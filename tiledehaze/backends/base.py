@@ -50,10 +50,16 @@ _PROBES: dict[str, Callable[[], BackendInfo]] = {}
 AUTO_ORDER: list[str] = []
 
 
+#: backends that only run on a GPU: ``auto`` skips them when asked for ``device="cpu"``
+GPU_ONLY: set[str] = set()
+
+
 def register_backend(name: str, factory: Callable[..., Backend], probe: Callable[[], BackendInfo],
-                     auto_rank: int) -> None:
+                     auto_rank: int, *, gpu_only: bool = False) -> None:
     _FACTORIES[name] = factory
     _PROBES[name] = probe
+    if gpu_only:
+        GPU_ONLY.add(name)
     AUTO_ORDER.insert(min(auto_rank, len(AUTO_ORDER)), name)
 
 
@@ -66,7 +72,10 @@ def create_backend(name: str, network, **options) -> Backend:
     """Create backend ``name`` (or the fastest usable one for ``auto``) for ``network``."""
     if name == "auto":
         reasons = []
+        cpu_only = str(options.get("device") or "") == "cpu"
         for candidate in AUTO_ORDER:
+            if cpu_only and candidate in GPU_ONLY:
+                continue
             info = _PROBES[candidate]()
             if info.unavailable is None:
                 return _FACTORIES[candidate](network, **options)

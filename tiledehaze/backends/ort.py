@@ -101,10 +101,14 @@ class OnnxRuntimeBackend(Backend):
         self.preferred_batch = batch or (GPU_BATCH if gpu else 1)
         trt_cache = None
         if device == "tensorrt":
-            from .engine_cache import default_cache_dir
+            from .engine_cache import default_cache_dir, untrusted_reason
 
             trt_cache = Path(cache_dir) if cache_dir else default_cache_dir() / "onnxruntime"
-            trt_cache.mkdir(parents=True, exist_ok=True)
+            trt_cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+            reason = untrusted_reason(trt_cache)
+            if reason is not None:  # ONNX Runtime would load plans from there: same rule as ours
+                log.warning("not caching TensorRT engines: %s", reason)
+                trt_cache = None
         providers = provider_list(device, device_id=device_id, batch=self.preferred_batch, tile=tile,
                                   cache_dir=trt_cache)
         self.session = ort.InferenceSession(graph, opts, providers=providers)

@@ -28,7 +28,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="auto, tensorrt, torch-cuda, onnxruntime-cuda, onnxruntime, torch or onnxruntime-tensorrt "
                         "(default: auto, the fastest usable; see 'tiledehaze info')")
     p.add_argument("--precision", choices=("fp32", "fp16"),
-                   help="GPU arithmetic (default: fp16 on GPUs, fp32 on CPUs)")
+                   help="arithmetic (default: fp16 for tensorrt and torch-cuda, fp32 otherwise)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: what the backend prefers)")
     p.add_argument("--threads", type=int, help="inference threads (default: all cores)")
     p.add_argument("--tile", type=_tile, default=1024, help="largest tile side in pixels, or 'none' for one pass (default: 1024)")
