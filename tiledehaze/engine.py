@@ -20,8 +20,6 @@ from .pixels import from_unit_rgb, to_unit_rgb
 from .plan import TilePlan
 
 Progress = Callable[[int], None]
-#: chunks of tiles in flight on a GPU at once (CPU models run one at a time regardless)
-PIPELINE_DEPTH = 2
 
 
 def default_overlap(halo: int) -> int:
@@ -74,7 +72,7 @@ def _blend_row(acc: np.ndarray, offset: int, band: np.ndarray, layout, model: Mo
     stacks = (np.stack([to_unit_rgb(band[:, plan.cols[c][0]:plan.cols[c][1]], layout) for c in chunk])
               for chunk in chunks)
     # GPU models take the next chunk while the previous one is still on the device.
-    results = pipelined(lambda tiles: model.submit(tiles, state), stacks, depth=PIPELINE_DEPTH)
+    results = pipelined(lambda tiles: model.submit(tiles, state), stacks, depth=model.in_flight)
     for chunk, out in zip(chunks, results):
         for k, c in enumerate(chunk):
             x0, x1 = plan.cols[c]

@@ -21,6 +21,8 @@ class Backend(ABC):
     name: str = ""
     #: tiles per call that fill the device
     preferred_batch: int = 1
+    #: batches worth keeping in flight: 1 for synchronous (CPU) backends, 2+ for GPU streams
+    in_flight: int = 1
     #: exception types that mean "out of device memory" (see :mod:`tiledehaze.executor`)
     oom_errors: tuple[type[BaseException], ...] = ()
 

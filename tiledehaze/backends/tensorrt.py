@@ -213,6 +213,7 @@ class TensorRTBackend(Backend):
             self.runtime = trt.Runtime(trt_logger())
             self._slots = [_Slot(torch, torch.cuda.Stream(self.device)) for _ in range(max(1, streams))]
         self._next = 0
+        self.in_flight = len(self._slots)
         self._lock = threading.Lock()  # slots rotate safely if several threads share the model
         self._engines: list[_Engine] = []
         self.engine_for((self.preferred_batch, 3, tile, tile))  # pay for loading (or building) up front

@@ -67,6 +67,7 @@ class TorchBackend(Backend):
         self.oom_errors = (torch.cuda.OutOfMemoryError,)
         self._slots = [_Slot(torch, torch.cuda.Stream(self.device)) for _ in range(streams)]
         self._next = 0
+        self.in_flight = streams
         self._lock = threading.Lock()  # slots rotate safely if several threads share the model
         torch.cuda.synchronize(self.device)  # weights are on the device before other streams read them
 

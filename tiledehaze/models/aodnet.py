@@ -182,6 +182,7 @@ class AODNetModel(Model):
 
         self.backend = backend
         self.preferred_batch = backend.preferred_batch
+        self.in_flight = backend.in_flight
         # halves the batch and carries on when the device runs out of memory
         self.runner = BackoffRunner(backend)
 

@@ -29,6 +29,8 @@ class Model(ABC):
     needs_overview: bool = False
     #: tiles per call that suit the backend (1 on CPU, more on a GPU)
     preferred_batch: int = 1
+    #: batches worth submitting before waiting for the first (more than 1 only on a GPU)
+    in_flight: int = 1
 
     def global_state(self, overview: np.ndarray) -> dict[str, Any]:
         """Image-wide statistics from a downscaled float32 RGB overview in [0, 1]."""
