@@ -151,8 +151,9 @@ def test_tensorrt_engines_are_built_once_then_loaded_from_the_cache(tmp_path):
 def test_tensorrt_grows_a_profile_for_tiles_larger_than_planned(network, tiles, reference, tmp_path):
     require("tensorrt")
     backend = create_backend("tensorrt", network, cache_dir=tmp_path, tile=64, batch=2)
+    backend.run(np.ascontiguousarray(tiles[:2, :, :64]))  # 2 tiles of 64x64: the planned engine
     assert lsb(backend.run(tiles), reference) <= 2  # 3 tiles of 64x96: a second engine is built
-    assert len(backend._engines) == 2
+    assert [e.profile.max for e in backend._engines] == [(2, 3, 64, 64), (3, 3, 128, 128)]
 
 
 def test_torch_cuda_out_of_memory_backs_off_on_a_real_gpu(network, caplog):
@@ -208,7 +209,8 @@ def test_the_cuda_code_path_bookkeeping_runs_on_the_cpu_with_stand_in_streams(mo
     np.testing.assert_allclose(backend.run(tiles[:2]), reference[:2], atol=2e-5)
 
 
-def test_the_tensorrt_run_path_runs_on_the_cpu_with_a_stand_in_engine(monkeypatch, network, tiles, reference):
+def test_the_tensorrt_run_path_runs_on_the_cpu_with_a_stand_in_engine(monkeypatch, network, tiles, reference,
+                                                                      tmp_path):
     """Shapes, tensor addresses, profile growth and slot reuse of the TensorRT backend, without a GPU.
 
     The stand-in execution context reads and writes the very addresses the backend hands it.
@@ -284,14 +286,17 @@ def test_the_tensorrt_run_path_runs_on_the_cpu_with_a_stand_in_engine(monkeypatc
     monkeypatch.setattr(torch.cuda, "device", lambda d: contextlib.nullcontext())
     monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
     monkeypatch.setattr(torch.cuda, "Event", Event)
-    monkeypatch.setattr(trt_backend, "engine_spec", lambda onnx, profile, precision, index: profile)
+    monkeypatch.setattr(trt_backend, "engine_spec", lambda onnx, profile, precision, index: engine_cache.EngineSpec(
+        "0" * 64, "10.0", "stand-in", (9, 0), profile, precision))
     monkeypatch.setattr(trt_backend, "load_or_build",
-                        lambda runtime, onnx, spec, cache, **kw: (built.append(spec) or Engine(spec), True))
+                        lambda runtime, onnx, spec, cache, **kw: (built.append(spec.profile) or Engine(spec.profile),
+                                                                 True))
 
     backend = object.__new__(trt_backend.TensorRTBackend)
     backend.trt, backend.torch, backend.precision = trt, torch, "fp32"
     backend.device, backend.tile, backend.preferred_batch = torch.device("cpu"), 64, 2
-    backend.onnx, backend.runtime, backend.cache, backend.workspace = b"", None, None, 0
+    backend.onnx, backend.runtime, backend.workspace = b"", None, 0
+    backend.cache = engine_cache.EngineCache(tmp_path)
     backend._slots, backend._next, backend._engines = [_Slot(torch, Stream(), pin=False) for _ in range(2)], 0, []
     backend._lock = threading.Lock()
 
@@ -303,3 +308,10 @@ def test_the_tensorrt_run_path_runs_on_the_cpu_with_a_stand_in_engine(monkeypatc
     np.testing.assert_allclose(backend.run(tiles), reference, atol=2e-5)  # 3 x 64x96: a grown engine
     assert [p.max for p in built] == [(2, 3, 64, 64), (3, 3, 128, 128)]
     assert built[1] == engine_cache.profile_for((3, 3, 64, 96), tile=64, batch=2)
+
+    # an engine prebuilt for smaller tiles than the backend's default is found and used
+    backend._engines, backend.tile = [], 256
+    small = engine_cache.make_profile(tile=64, batch=2)
+    backend.cache.store(trt_backend.engine_spec(b"", small, "fp32", 0), b"prebuilt")
+    backend.run(square[:2])
+    assert built[-1] == small

@@ -25,8 +25,8 @@ from ..errors import BackendUnavailable, ConfigError
 from ..executor import Pending
 from .base import Backend, BackendInfo
 from .cuda import gpu_identity, has_module, nvidia_driver, torch_cuda_problem
-from .engine_cache import (PRECISIONS, EngineCache, EngineSpec, Profile, make_profile, onnx_digest,
-                           profile_for)
+from .engine_cache import (MIN_SIDE, PRECISIONS, EngineCache, EngineSpec, Profile, make_profile,
+                           onnx_digest, profile_for)
 from .torch_backend import _CudaPending, _Slot
 
 log = logging.getLogger(__name__)
@@ -215,19 +215,24 @@ class TensorRTBackend(Backend):
         self._next = 0
         self.in_flight = len(self._slots)
         self._lock = threading.Lock()  # slots rotate safely if several threads share the model
+        # Engines are loaded (or built) on first use, for the profile the tiles need: a run with
+        # --tile 2048 then uses the engine 'tiledehaze engine build --tile 2048' made, and never
+        # builds a 1024 one it does not need.
         self._engines: list[_Engine] = []
-        self.engine_for((self.preferred_batch, 3, tile, tile))  # pay for loading (or building) up front
 
     def engine_for(self, shape: tuple[int, int, int, int]) -> _Engine:
         """An engine whose profile covers the NCHW ``shape``: loaded, cached or built on demand."""
         for engine in self._engines:
             if engine.profile.covers(shape):
                 return engine
-        profile = profile_for(shape, tile=self.tile, batch=self.preferred_batch)
+        # the usual profile (tiles up to self.tile), or the tightest one if 'engine build' made it
+        profiles = [profile_for(shape, tile=self.tile, batch=self.preferred_batch),
+                    profile_for(shape, tile=MIN_SIDE, batch=self.preferred_batch)]
         with self.torch.cuda.device(self.device):
-            spec = engine_spec(self.onnx, profile, self.precision, self.device.index)
+            specs = [engine_spec(self.onnx, p, self.precision, self.device.index) for p in profiles]
+            spec = next((sp for sp in specs if self.cache.path(sp).is_file()), specs[0])
             raw, _ = load_or_build(self.runtime, self.onnx, spec, self.cache, workspace=self.workspace)
-        engine = _Engine(self.trt, self.torch, raw, profile)
+        engine = _Engine(self.trt, self.torch, raw, spec.profile)
         self._engines.append(engine)
         return engine
 
