@@ -79,13 +79,19 @@ def provider_list(device: str, *, device_id: int = 0, batch: int = GPU_BATCH, ti
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, network, *, threads: int | None = None, device: str = "cpu",
+    def __init__(self, network, *, threads: int | None = None, device: str | None = "cpu",
                  precision: str | None = None, batch: int | None = None, tile: int = 1024,
                  cache_dir: str | os.PathLike | None = None, device_id: int = 0, **_: object):
         import onnxruntime as ort
 
+        device = device or "cpu"
         if device.startswith("cuda:"):
             device, device_id = "cuda", int(device.split(":", 1)[1])
+        if device not in PROVIDERS:
+            raise ConfigError(f"onnxruntime: unknown device {device!r} (use cpu, cuda or tensorrt)")
+        if PROVIDERS[device] not in ort.get_available_providers():
+            raise BackendUnavailable(f"onnxruntime on {device}: {PROVIDERS[device]} is not installed "
+                                     f"(pip install 'tiledehaze[gpu]' for onnxruntime-gpu)")
         self.device = device
         gpu = device != "cpu"
         self.precision = precision or ("fp16" if device == "tensorrt" else "fp32")

@@ -28,12 +28,12 @@ GPU_BATCH = 8
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, network, *, threads: int | None = None, device: str = "auto",
+    def __init__(self, network, *, threads: int | None = None, device: str | None = "auto",
                  precision: str | None = None, batch: int | None = None, streams: int = 2, **_: object):
         import torch
 
         self.torch = torch
-        if device == "auto":
+        if device in (None, "auto"):
             device = "cuda" if torch_cuda_problem() is None else "cpu"
         self.device = torch.device(device)
         self.threads = threads or default_threads()
