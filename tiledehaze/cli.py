@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from .errors import TileDehazeError
@@ -34,11 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # unwinds like Ctrl-C, so temporary outputs are removed
+
+
 def main(argv: list[str] | None = None) -> int:
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:  # tifffile warns about every oddity of malformed files; our error says what matters
+        logging.getLogger("tifffile").setLevel(logging.ERROR)
     try:
         return int(args.func(args) or 0)
     except TileDehazeError as exc:

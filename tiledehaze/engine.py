@@ -57,15 +57,16 @@ def restore_bands(reader: Reader, model: Model, plan: TilePlan, *, batch: int | 
             _blend_row(acc, y0 - emitted, band, layout, model, state, plan, r, batch, progress)
             final = plan.final_after_row(r)
             done = final - emitted
-            yield emitted, from_unit_rgb(acc[:done], band[emitted - y0: final - y0], layout)
             carry = acc[done:].copy()
+            yield emitted, from_unit_rgb(acc[:done], band[emitted - y0: final - y0], layout, inplace=True)
+            del acc
             emitted = final
 
 
 def _blend_row(acc: np.ndarray, offset: int, band: np.ndarray, layout, model: Model, state: dict,
                plan: TilePlan, r: int, batch: int, progress: Progress | None) -> None:
     """Infer every tile of row ``r`` and add it, feathered, into ``acc``."""
-    wy = plan.row_weights[r][:, None, None]
+    wy = plan.row_weights[r]
     height = band.shape[0]
     cols = range(len(plan.cols))
     chunks = [cols[start:start + batch] for start in range(0, len(cols), batch)]
@@ -76,7 +77,28 @@ def _blend_row(acc: np.ndarray, offset: int, band: np.ndarray, layout, model: Mo
     for chunk, out in zip(chunks, results):
         for k, c in enumerate(chunk):
             x0, x1 = plan.cols[c]
-            weight = wy * plan.col_weights[c][None, :, None]
-            acc[offset:offset + height, x0:x1] += out[k] * weight
+            accumulate(acc[offset:offset + height, x0:x1], out[k], wy, plan.col_weights[c])
         if progress is not None:
             progress(len(chunk))
+
+
+def _core(w: np.ndarray) -> tuple[int, int]:
+    """The span where a 1-D weight is exactly 1 (no other tile contributes there)."""
+    ones = np.flatnonzero(w == 1.0)
+    return (int(ones[0]), int(ones[-1]) + 1) if len(ones) else (0, 0)
+
+
+def accumulate(dst: np.ndarray, tile: np.ndarray, wy: np.ndarray, wx: np.ndarray) -> None:
+    """``dst += tile * wy x wx``; the tile's core, where the weight is exactly 1, is a plain copy.
+
+    Weights are a partition of unity, so where this tile's weight is 1 every other tile's is
+    0 and copying equals adding. Only the overlap strips pay for the multiply-add.
+    """
+    (ya, yb), (xa, xb) = _core(wy), _core(wx)
+    if ya >= yb or xa >= xb:
+        dst += tile * (wy[:, None, None] * wx[None, :, None])
+        return
+    dst[ya:yb, xa:xb] = tile[ya:yb, xa:xb]
+    for ys, xs in ((slice(0, ya), slice(None)), (slice(yb, None), slice(None)),
+                   (slice(ya, yb), slice(0, xa)), (slice(ya, yb), slice(xb, None))):
+        dst[ys, xs] += tile[ys, xs] * (wy[ys, None, None] * wx[None, xs, None])

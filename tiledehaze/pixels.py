@@ -72,19 +72,30 @@ def to_unit_rgb(pixels: np.ndarray, layout: Layout) -> np.ndarray:
     return out
 
 
-def from_unit_rgb(rgb: np.ndarray, source: np.ndarray, layout: Layout) -> np.ndarray:
+def from_unit_rgb(rgb: np.ndarray, source: np.ndarray, layout: Layout, *, inplace: bool = False) -> np.ndarray:
     """float32 RGB (h, w, 3) -> stored pixels like ``source`` (same dtype and channels).
 
     Alpha (if any) is copied from ``source``; gray is the mean of the three model channels.
+    With ``inplace=True`` ``rgb`` is used as scratch space, so converting a band costs no
+    float temporaries beyond a few rows.
     """
     dtype = source.dtype
-    color = rgb.mean(axis=2, keepdims=True) if layout.color == 1 else rgb
-    if dtype.kind == "f":
-        color = np.clip(color, 0.0, 1.0).astype(dtype, copy=False)
-    else:
-        scale = scale_of(dtype)
-        color = np.clip(color * np.float32(scale) + np.float32(0.5), 0, scale).astype(dtype)
+    out = np.empty(source.shape, dtype)
+    view = out[..., None] if layout.squeeze else out
+    step = max(1, (8 << 20) // max(1, rgb.shape[1] * 12))  # rows per chunk: ~8 MB of float32
+    for y in range(0, rgb.shape[0], step):
+        chunk = rgb[y:y + step] if inplace else rgb[y:y + step].copy()
+        if layout.color == 1:
+            chunk = chunk.mean(axis=2, keepdims=True)
+        if dtype.kind == "f":
+            np.clip(chunk, 0.0, 1.0, out=chunk)
+        else:
+            scale = scale_of(dtype)
+            chunk *= np.float32(scale)
+            chunk += np.float32(0.5)
+            np.clip(chunk, 0.0, scale, out=chunk)
+        view[y:y + step, :, : layout.color] = chunk
     if layout.has_alpha:
         src = source[..., None] if layout.squeeze else source
-        color = np.concatenate([color, src[..., layout.color:]], axis=2)
-    return color[..., 0] if layout.squeeze else color
+        view[..., layout.color:] = src[..., layout.color:]
+    return out

@@ -36,6 +36,12 @@ class TiffReader(Reader):
         self.path = Path(path)
         try:
             self.tif = tifffile.TiffFile(self.path)
+        except Exception as exc:
+            raise InputError(f"{self.path}: not a readable TIFF ({_short(exc)})") from None
+        if len(self.tif.pages) == 0:
+            self.tif.close()
+            raise InputError(f"{self.path}: TIFF contains no images")
+        try:
             page = self.tif.pages.first
         except Exception as exc:
             raise InputError(f"{self.path}: not a readable TIFF ({_short(exc)})") from None

@@ -1,0 +1,80 @@
+"""Helpers shared by the benchmark scripts: synthetic large TIFFs, timing, peak memory."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import tifffile
+
+
+def hazy_texture(size: int = 1024, seed: int = 0) -> np.ndarray:
+    """A hazy-looking uint8 RGB texture: smooth structure, fine detail and a haze veil."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    base = cv2.resize(rng.random((size // 32, size // 32, 3)).astype(np.float32), (size, size),
+                      interpolation=cv2.INTER_CUBIC)
+    detail = rng.random((size, size, 3)).astype(np.float32)
+    clear = np.clip(0.75 * base + 0.25 * detail, 0, 1)
+    hazy = clear * 0.55 + 0.8 * 0.45
+    return np.round(hazy * 255).astype(np.uint8)
+
+
+def write_large_tiff(path: Path, height: int, width: int, *, tile: int = 512, compression=None,
+                     bigtiff: bool = True) -> Path:
+    """Stream a tiled RGB uint8 TIFF of any size to disk without holding it in memory."""
+    texture = hazy_texture(1024)
+
+    def tiles():
+        for y in range(0, height, tile):
+            for x in range(0, width, tile):
+                ty, tx = (y * 7) % (1024 - tile + 1), (x * 13) % (1024 - tile + 1)
+                yield texture[ty:ty + tile, tx:tx + tile]
+
+    tifffile.imwrite(path, tiles(), shape=(height, width, 3), dtype=np.uint8, tile=(tile, tile),
+                     photometric="rgb", compression=compression, bigtiff=bigtiff, metadata=None)
+    return path
+
+
+def median_time(fn: Callable[[], object], runs: int = 5, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float, int]:
+    """Run a command; return (wall seconds, peak RSS in MB of that process, exit code)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-500:]}")
+    return wall, usage.ru_maxrss / 1024, proc.returncode
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0))
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {cores} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}"
