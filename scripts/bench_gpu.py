@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tiledehaze  # noqa: E402
+from benchlib import machine, write_large_tiff  # noqa: E402
 from tiledehaze.backends import base, create_backend  # noqa: E402
 from tiledehaze.executor import pipelined  # noqa: E402
 from tiledehaze.models.aodnet import AODNet, load_weights  # noqa: E402
@@ -123,21 +123,6 @@ def device_mps(backend, tile: int, batch: int, seconds: float) -> float | None:
 
         return timed_mps(go, batch * tile * tile, seconds)
     return None
-
-
-def make_tiff(path: Path, size: int) -> None:
-    """An uncompressed, tiled RGB BigTIFF of ``size`` x ``size`` with hazy-looking content."""
-    import tifffile
-
-    t = 512
-    yy, xx = np.mgrid[0:t, 0:t].astype(np.float32) / t
-    rng = np.random.default_rng(1)
-    base_tile = 0.55 + 0.25 * np.sin(6 * xx + 3 * yy)[..., None] * np.array([1.0, 0.9, 0.8], np.float32)
-    base_tile = base_tile + rng.normal(0, 0.04, base_tile.shape).astype(np.float32)
-    tile_px = (np.clip(base_tile, 0, 1) * 255).astype(np.uint8)
-    n = -(-size // t)
-    tifffile.imwrite(path, (tile_px for _ in range(n * n)), shape=(size, size, 3), dtype=np.uint8,
-                     tile=(t, t), photometric="rgb", compression=None, bigtiff=True, metadata=None)
 
 
 def run_case(case: Case, network, args, tiff: Path | None, workdir: Path) -> Result:
@@ -256,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.size:
             tiff = workdir / f"hazy-{args.size}.tif"
             start = time.perf_counter()
-            make_tiff(tiff, args.size)
+            write_large_tiff(tiff, args.size, args.size)
             print(f"made {tiff.name}: {args.size}x{args.size} RGB, uncompressed, "
                   f"{tiff.stat().st_size / 1e9:.2f} GB in {time.perf_counter() - start:.0f} s")
         results = []
@@ -272,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"   {r.describe}: model {r.model_mps:.1f} MP/s{device}{e2e}")
 
     meta = {"tile": args.tile, "batch": args.batch, "size": args.size, "seconds": args.seconds,
-            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "python": platform.python_version()}
+            "machine": machine()}
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]},
                                                       indent=2))
     chart = args.out / "tensorrt_vs_pytorch.png"
