@@ -77,12 +77,6 @@ def test_profile_for_grows_to_fit_and_otherwise_keeps_the_default():
         ec.make_profile(tile=1024, batch=0)
 
 
-def test_split_batch_covers_every_tile_once():
-    assert ec.split_batch(10, 4) == [(0, 4), (4, 8), (8, 10)]
-    assert ec.split_batch(3, 8) == [(0, 3)]
-    assert ec.split_batch(0, 8) == []
-
-
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("TILEDEHAZE_ENGINE_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

@@ -10,7 +10,7 @@ import pytest
 import tiledehaze
 from tiledehaze.backends import Backend
 from tiledehaze.executor import (BackoffRunner, DeviceOutOfMemory, Done, gpu_worker_commands,
-                                 gpu_worker_resources, pipelined, run_with_backoff)
+                                 gpu_worker_resources, pipelined, run_with_backoff, split_batch)
 from tiledehaze.models.aodnet import AODNetModel
 
 
@@ -156,6 +156,13 @@ def test_whole_image_through_a_backend_that_runs_out_of_memory_matches_a_clean_r
     tight = AODNetModel(Tight(fits=2))
     np.testing.assert_array_equal(tiledehaze.restore(image, model=tight, tile=64, batch=8), clean)
     assert tight.runner.limit == 2
+
+
+def test_split_batch_covers_every_tile_once():
+    assert split_batch(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert split_batch(3, 8) == [(0, 3)]
+    assert split_batch(0, 8) == []
+    assert split_batch(2, 0) == [(0, 1), (1, 2)]
 
 
 def test_one_dask_worker_per_gpu():

@@ -76,8 +76,7 @@ class BackoffRunner:
         self.limit = limit
 
     def _pieces(self, tiles: np.ndarray) -> list[np.ndarray]:
-        step = self.limit or len(tiles)
-        return [tiles[i:i + step] for i in range(0, len(tiles), step)]
+        return _split(tiles, self.limit or len(tiles))
 
     def _halve(self, n: int, exc: BaseException) -> None:
         if n <= 1:
@@ -123,8 +122,14 @@ class BackoffRunner:
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
 
+def split_batch(n: int, max_batch: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges of at most ``max_batch`` that cover ``n`` tiles, in order."""
+    max_batch = max(1, max_batch)
+    return [(i, min(n, i + max_batch)) for i in range(0, n, max_batch)]
+
+
 def _split(tiles: np.ndarray, step: int) -> list[np.ndarray]:
-    return [tiles[i:i + step] for i in range(0, len(tiles), step)]
+    return [tiles[a:b] for a, b in split_batch(len(tiles), step)]
 
 
 def _note_shape(exc: BaseException, tiles: np.ndarray) -> None:

@@ -88,12 +88,6 @@ def profile_for(shape: tuple[int, ...], *, tile: int = 1024, batch: int = 8) -> 
     return make_profile(tile=max(tile, h, w), batch=max(batch, n))
 
 
-def split_batch(n: int, max_batch: int) -> list[tuple[int, int]]:
-    """``[start, stop)`` ranges of at most ``max_batch`` that cover ``n`` tiles, in order."""
-    max_batch = max(1, max_batch)
-    return [(i, min(n, i + max_batch)) for i in range(0, n, max_batch)]
-
-
 @dataclass(frozen=True)
 class EngineSpec:
     """Everything a plan depends on; its key names the cache file."""
