@@ -26,7 +26,7 @@ import logging
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +67,6 @@ class Result:
     device_mps: float | None = None
     e2e_mps: float | None = None
     e2e_seconds: float | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def timed_mps(fn, pixels_per_call: int, seconds: float, min_calls: int = 3) -> float:
