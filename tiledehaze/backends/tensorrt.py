@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendUnavailable, ConfigError
+from ..errors import BackendUnavailable, ConfigError, OutputError
 from ..executor import Pending
 from .base import Backend, BackendInfo
 from .cuda import gpu_identity, has_module, nvidia_driver, torch_cuda_problem
@@ -319,7 +319,11 @@ def build_engine(*, tile: int = DEFAULT_TILE, batch: int = GPU_BATCH, precision:
         spec = engine_spec(onnx_bytes, make_profile(tile=tile, batch=batch), precision, dev.index)
         runtime = trt.Runtime(trt_logger())
         _, built = load_or_build(runtime, onnx_bytes, spec, cache, workspace=workspace, rebuild=rebuild)
-    return cache.path(spec), built
+    path = cache.path(spec)
+    if not path.is_file():
+        raise OutputError(f"the engine was built but could not be cached in {cache.directory} "
+                          "(see the warning above); choose another --cache-dir")
+    return path, built
 
 
 def probe() -> BackendInfo:
