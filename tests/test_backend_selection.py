@@ -52,6 +52,14 @@ def test_auto_on_device_cpu_skips_the_gpu_backends(fake_probes):
     assert name == "onnxruntime"
 
 
+def test_auto_on_device_cuda_takes_only_gpu_backends(fake_probes):
+    fake_probes({"onnxruntime-cuda", "onnxruntime", "torch"})
+    assert create_backend("auto", network=None, device="cuda:1")[0] == "onnxruntime-cuda"
+    fake_probes({"onnxruntime", "torch"})
+    with pytest.raises(BackendUnavailable, match=r"^no GPU inference backend can run here \(tensorrt: "):
+        create_backend("auto", network=None, device="cuda")
+
+
 def test_auto_with_nothing_usable_says_why_for_each(fake_probes):
     fake_probes(set())
     with pytest.raises(BackendUnavailable) as err:

@@ -52,7 +52,7 @@ _PROBES: dict[str, Callable[[], BackendInfo]] = {}
 AUTO_ORDER: list[str] = []
 
 
-#: backends that only run on a GPU: ``auto`` skips them when asked for ``device="cpu"``
+#: backends that only run on a GPU: ``auto`` takes only these for ``device="cuda..."`` and none for "cpu"
 GPU_ONLY: set[str] = set()
 
 
@@ -74,15 +74,16 @@ def create_backend(name: str, network, **options) -> Backend:
     """Create backend ``name`` (or the fastest usable one for ``auto``) for ``network``."""
     if name == "auto":
         reasons = []
-        cpu_only = str(options.get("device") or "") == "cpu"
+        device = str(options.get("device") or "")
         for candidate in AUTO_ORDER:
-            if cpu_only and candidate in GPU_ONLY:
+            if (device == "cpu" and candidate in GPU_ONLY) or (device.startswith("cuda") and candidate not in GPU_ONLY):
                 continue
             info = _PROBES[candidate]()
             if info.unavailable is None:
                 return _FACTORIES[candidate](network, **options)
             reasons.append(f"{candidate}: {info.unavailable}")
-        raise BackendUnavailable("no inference backend can run here (" + "; ".join(reasons) + ")")
+        what = "GPU inference backend" if device.startswith("cuda") else "inference backend"
+        raise BackendUnavailable(f"no {what} can run here (" + "; ".join(reasons) + ")")
     check_backend(name)
     return _FACTORIES[name](network, **options)
 
