@@ -19,6 +19,7 @@ from .errors import TileDehazeError
 COMMAND_MODULES = [
     "tiledehaze.commands.process",
     "tiledehaze.commands.info",
+    "tiledehaze.commands.eval",
     "tiledehaze.commands.engine",
 ]
 
