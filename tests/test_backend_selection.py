@@ -189,3 +189,12 @@ def test_torch_refuses_fp16_on_the_cpu_in_one_line(weights_file):
         pytest.skip("a CUDA device is visible")
     with pytest.raises(ConfigError, match="torch on CPU runs fp32 only"):
         create_backend("torch", AODNet(init_weights()), precision="fp16")
+
+
+def test_gpu_options_are_accepted_by_every_model(tmp_path):
+    import cv2
+
+    src = tmp_path / "scene.png"
+    cv2.imwrite(str(src), np.full((48, 64, 3), 150, np.uint8))
+    assert main(["process", str(src), "--model", "dcp", "--precision", "fp16", "--device", "cpu",
+                 "--no-progress"]) == 0
