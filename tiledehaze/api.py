@@ -54,7 +54,9 @@ def restore(image: np.ndarray, *, model: str | Model = "aodnet", tile: int | Non
     overlap : int or None
         Minimum overlap between neighbouring tiles; default derived from the model's halo.
     backend : str
-        ``"auto"`` (fastest available), ``"onnxruntime"``, ``"torch"`` or ``"tensorrt"``.
+        ``"auto"`` (the fastest usable), ``"tensorrt"``, ``"torch-cuda"``, ``"onnxruntime-cuda"``,
+        ``"onnxruntime"``, ``"torch"`` or ``"onnxruntime-tensorrt"``; see ``tiledehaze info``.
+        GPU backends also take ``precision="fp16"|"fp32"`` and ``device="cuda:N"``.
     weights : path, optional
         AOD-Net weights (safetensors or torch state dict) instead of the shipped ones.
 

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "tiledehaze.commands.process",
     "tiledehaze.commands.info",
     "tiledehaze.commands.eval",
+    "tiledehaze.commands.engine",
 ]
 
 

@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from .executor import pipelined
 from .io.base import Band, Reader
 from .models.base import Model
 from .pixels import from_unit_rgb, to_unit_rgb
@@ -68,10 +69,12 @@ def _blend_row(acc: np.ndarray, offset: int, band: np.ndarray, layout, model: Mo
     wy = plan.row_weights[r]
     height = band.shape[0]
     cols = range(len(plan.cols))
-    for start in range(0, len(cols), batch):
-        chunk = cols[start:start + batch]
-        tiles = np.stack([to_unit_rgb(band[:, plan.cols[c][0]:plan.cols[c][1]], layout) for c in chunk])
-        out = model.run(tiles, state)
+    chunks = [cols[start:start + batch] for start in range(0, len(cols), batch)]
+    stacks = (np.stack([to_unit_rgb(band[:, plan.cols[c][0]:plan.cols[c][1]], layout) for c in chunk])
+              for chunk in chunks)
+    # GPU models take the next chunk while the previous one is still on the device.
+    results = pipelined(lambda tiles: model.submit(tiles, state), stacks, depth=model.in_flight)
+    for chunk, out in zip(chunks, results):
         for k, c in enumerate(chunk):
             x0, x1 = plan.cols[c]
             accumulate(acc[offset:offset + height, x0:x1], out[k], wy, plan.col_weights[c])

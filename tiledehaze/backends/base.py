@@ -14,16 +14,25 @@ from typing import Callable
 import numpy as np
 
 from ..errors import BackendUnavailable
+from ..executor import Done, Pending
 
 
 class Backend(ABC):
     name: str = ""
     #: tiles per call that fill the device
     preferred_batch: int = 1
+    #: batches worth keeping in flight: 1 for synchronous (CPU) backends, 2+ for GPU streams
+    in_flight: int = 1
+    #: exception types that mean "out of device memory" (see :mod:`tiledehaze.executor`)
+    oom_errors: tuple[type[BaseException], ...] = ()
 
     @abstractmethod
     def run(self, tiles: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) float32 in, (N, H, W, 3) float32 out."""
+
+    def submit(self, tiles: np.ndarray) -> Pending:
+        """Start :meth:`run` on ``tiles``; GPU backends return before the device is done."""
+        return Done(self.run(tiles))
 
     def describe(self) -> str:
         return self.name
@@ -43,10 +52,16 @@ _PROBES: dict[str, Callable[[], BackendInfo]] = {}
 AUTO_ORDER: list[str] = []
 
 
+#: backends that only run on a GPU: ``auto`` takes only these for ``device="cuda..."`` and none for "cpu"
+GPU_ONLY: set[str] = set()
+
+
 def register_backend(name: str, factory: Callable[..., Backend], probe: Callable[[], BackendInfo],
-                     auto_rank: int) -> None:
+                     auto_rank: int, *, gpu_only: bool = False) -> None:
     _FACTORIES[name] = factory
     _PROBES[name] = probe
+    if gpu_only:
+        GPU_ONLY.add(name)
     AUTO_ORDER.insert(min(auto_rank, len(AUTO_ORDER)), name)
 
 
@@ -59,15 +74,29 @@ def create_backend(name: str, network, **options) -> Backend:
     """Create backend ``name`` (or the fastest usable one for ``auto``) for ``network``."""
     if name == "auto":
         reasons = []
+        device = str(options.get("device") or "")
         for candidate in AUTO_ORDER:
+            if (device == "cpu" and candidate in GPU_ONLY) or (device.startswith("cuda") and candidate not in GPU_ONLY):
+                continue
             info = _PROBES[candidate]()
             if info.unavailable is None:
                 return _FACTORIES[candidate](network, **options)
             reasons.append(f"{candidate}: {info.unavailable}")
-        raise BackendUnavailable("no inference backend can run here (" + "; ".join(reasons) + ")")
+        what = "GPU inference backend" if device.startswith("cuda") else "inference backend"
+        raise BackendUnavailable(f"no {what} can run here (" + "; ".join(reasons) + ")")
+    check_backend(name)
+    return _FACTORIES[name](network, **options)
+
+
+def check_backend(name: str) -> None:
+    """Raise :class:`BackendUnavailable` (one line: what and why) unless ``name`` can run here.
+
+    Cheap: it runs the probe only, so callers can refuse early, before loading weights.
+    """
+    if name == "auto":
+        return
     if name not in _FACTORIES:
         raise BackendUnavailable(f"unknown backend {name!r}; choose from auto, {', '.join(AUTO_ORDER)}")
     info = _PROBES[name]()
     if info.unavailable is not None:
         raise BackendUnavailable(f"backend {name!r} cannot run here: {info.unavailable}")
-    return _FACTORIES[name](network, **options)

@@ -20,5 +20,5 @@ def run(args) -> int:
     print("backends (auto picks the first usable):")
     for info in available_backends():
         state = "usable" if info.unavailable is None else f"unavailable: {info.unavailable}"
-        print(f"  {info.name:12s} {state}  [{info.description}]")
+        print(f"  {info.name:20s} {state}  [{info.description}]")
     return 0

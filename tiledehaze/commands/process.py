@@ -38,11 +38,21 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that runs a model."""
     p.add_argument("--model", default="aodnet", help="model name (default: aodnet; see 'tiledehaze info')")
     p.add_argument("--weights", type=Path, help="AOD-Net weights (.safetensors or torch state dict) instead of the shipped ones")
-    p.add_argument("--backend", default="auto", help="auto, onnxruntime, torch or tensorrt (default: auto)")
+    p.add_argument("--backend", default="auto",
+                   help="auto, tensorrt, torch-cuda, onnxruntime-cuda, onnxruntime, torch or onnxruntime-tensorrt "
+                        "(default: auto, the fastest usable; see 'tiledehaze info')")
+    p.add_argument("--precision", choices=("fp32", "fp16"),
+                   help="arithmetic (default: fp16 for tensorrt and torch-cuda, fp32 otherwise)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: what the backend prefers)")
     p.add_argument("--threads", type=int, help="inference threads (default: all cores)")
     p.add_argument("--tile", type=_tile, default=1024, help="largest tile side in pixels, or 'none' for one pass (default: 1024)")
     p.add_argument("--overlap", type=int, help="minimum tile overlap (default: derived from the model's receptive field)")
     p.add_argument("--batch", type=int, help="tiles per inference call (default: what suits the backend)")
+
+
+def gpu_options(args: argparse.Namespace) -> dict:
+    """``--precision`` and ``--device`` as model options, left out when not given."""
+    return {k: v for k in ("precision", "device") if (v := getattr(args, k, None)) is not None}
 
 
 def _tile(value: str) -> int | None:
@@ -153,7 +163,7 @@ def run_single(args: argparse.Namespace) -> int:
             args.input, output, model=args.model, weights=args.weights, backend=args.backend,
             threads=args.threads, tile=args.tile, overlap=args.overlap, batch=args.batch,
             compression=args.compression, quality=args.quality, overwrite=args.overwrite,
-            max_pixels=args.max_pixels, on_plan=set_total, progress=advance)
+            max_pixels=args.max_pixels, on_plan=set_total, progress=advance, **gpu_options(args))
     log.info("%s -> %s: %.1f MP, %d tiles, %.1f s", result.source, result.output, result.megapixels,
              result.tiles, result.seconds)
     print(f"{result.output}  ({result.megapixels:.1f} MP in {result.seconds:.1f} s, "

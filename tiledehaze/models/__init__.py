@@ -43,9 +43,10 @@ def create_model(name: str = "aodnet", **options) -> Model:
 
 def _aodnet(*, weights: str | Path | None = None, backend: str = "auto", threads: int | None = None,
             device: str | None = None, **backend_options) -> Model:
-    from ..backends import create_backend
+    from ..backends import check_backend, create_backend
     from .aodnet import AODNet, AODNetModel, load_weights
 
+    check_backend(backend)  # an unusable backend is reported before weights are read
     network = AODNet(load_weights(weights))
     opts = dict(backend_options, threads=threads)
     if device is not None:
@@ -60,8 +61,9 @@ register_model(ModelEntry("aodnet", _aodnet, "AOD-Net (Li et al. 2017), 1,761 pa
 
 def _dcp(*, patch: int = 15, omega: float = 0.95, t0: float = 0.1, top_fraction: float = 0.001,
          guided_radius: int = 40, guided_eps: float = 1e-3, backend: str | None = None, threads: int | None = None,
-         device: str | None = None, weights: str | Path | None = None) -> Model:
-    """Dark Channel Prior; backend/threads/device/weights are accepted so the engine can pass them uniformly."""
+         device: str | None = None, weights: str | Path | None = None, precision: str | None = None) -> Model:
+    """Dark Channel Prior; backend/threads/device/weights/precision are accepted so the engine can pass them
+    uniformly."""
     from .dcp import DCPModel
 
     return DCPModel(patch=patch, omega=omega, t0=t0, top_fraction=top_fraction,

@@ -178,11 +178,19 @@ class AODNetModel(Model):
     halo = HALO
 
     def __init__(self, backend):
+        from ..executor import BackoffRunner
+
         self.backend = backend
         self.preferred_batch = backend.preferred_batch
+        self.in_flight = backend.in_flight
+        # halves the batch and carries on when the device runs out of memory
+        self.runner = BackoffRunner(backend)
 
     def run(self, tiles: np.ndarray, state: dict[str, Any]) -> np.ndarray:
-        return self.backend.run(tiles)
+        return self.runner.run(tiles)
+
+    def submit(self, tiles: np.ndarray, state: dict[str, Any]):
+        return self.runner.submit(tiles)
 
     def describe(self) -> str:
         return f"aodnet on {self.backend.describe()}"

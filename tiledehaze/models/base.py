@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ..executor import Done, Pending
+
 
 class Model(ABC):
     """A restoration model, as the tiling engine sees it."""
@@ -27,6 +29,8 @@ class Model(ABC):
     needs_overview: bool = False
     #: tiles per call that suit the backend (1 on CPU, more on a GPU)
     preferred_batch: int = 1
+    #: batches worth submitting before waiting for the first (more than 1 only on a GPU)
+    in_flight: int = 1
 
     def global_state(self, overview: np.ndarray) -> dict[str, Any]:
         """Image-wide statistics from a downscaled float32 RGB overview in [0, 1]."""
@@ -35,6 +39,10 @@ class Model(ABC):
     @abstractmethod
     def run(self, tiles: np.ndarray, state: dict[str, Any]) -> np.ndarray:
         """Restore a batch of float32 tiles (N, H, W, 3) in [0, 1]; returns the same shape."""
+
+    def submit(self, tiles: np.ndarray, state: dict[str, Any]) -> Pending:
+        """Start :meth:`run`; models on a GPU return before the device is done."""
+        return Done(self.run(tiles, state))
 
     def describe(self) -> str:
         return self.name
