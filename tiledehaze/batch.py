@@ -59,6 +59,8 @@ FORMAT_EXTENSIONS = {"tiff": ".tif", "jpeg": ".jpg", "png": ".png", "webp": ".we
 #: errors after which no later file can succeed either: the batch stops
 _FATAL_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 _RUNTIME_BYTES = 300 << 20
+#: model options that change where a model runs, not what it writes: left out of the fingerprint
+_RUN_ONLY_OPTIONS = ("device",)
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,8 @@ class Settings:
 
         key = {"version": __version__, "model": self.model, "weights": _weights_digest(self.weights),
                "tile": self.tile, "overlap": self.overlap, "compression": self.compression,
-               "quality": self.quality, "format": self.format, "options": [list(o) for o in self.options]}
+               "quality": self.quality, "format": self.format,
+               "options": [list(o) for o in self.options if o[0] not in _RUN_ONLY_OPTIONS]}
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

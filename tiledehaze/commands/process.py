@@ -140,7 +140,7 @@ def run_batch(args: argparse.Namespace) -> int:
             compression=args.compression, quality=args.quality, overwrite=args.overwrite,
             max_pixels=args.max_pixels, format=args.format, globs=args.globs, workers=args.workers,
             scheduler=args.scheduler, memory_limit=args.memory_limit, retries=args.retries,
-            checksum=args.checksum, on_plan=on_plan, progress=progress)
+            checksum=args.checksum, on_plan=on_plan, progress=progress, **gpu_options(args))
     for failure in report.failed[:SHOWN_FAILURES]:
         print(f"failed: {failure.source}: {failure.reason}", file=sys.stderr)
     if len(report.failed) > SHOWN_FAILURES:
