@@ -70,8 +70,7 @@ def _blend_row(acc: np.ndarray, offset: int, band: np.ndarray, layout, model: Mo
     height = band.shape[0]
     cols = range(len(plan.cols))
     chunks = [cols[start:start + batch] for start in range(0, len(cols), batch)]
-    stacks = (np.stack([to_unit_rgb(band[:, plan.cols[c][0]:plan.cols[c][1]], layout) for c in chunk])
-              for chunk in chunks)
+    stacks = (_tiles(band, layout, [plan.cols[c] for c in chunk]) for chunk in chunks)
     # GPU models take the next chunk while the previous one is still on the device.
     results = pipelined(lambda tiles: model.submit(tiles, state), stacks, depth=model.in_flight)
     for chunk, out in zip(chunks, results):
@@ -80,6 +79,15 @@ def _blend_row(acc: np.ndarray, offset: int, band: np.ndarray, layout, model: Mo
             accumulate(acc[offset:offset + height, x0:x1], out[k], wy, plan.col_weights[c])
         if progress is not None:
             progress(len(chunk))
+
+
+def _tiles(band: np.ndarray, layout, spans: list[tuple[int, int]]) -> np.ndarray:
+    """The model's float32 RGB batch (N, h, w, 3) for column ``spans`` of ``band``, converted in place."""
+    width = spans[0][1] - spans[0][0]
+    batch = np.empty((len(spans), band.shape[0], width, 3), np.float32)
+    for k, (x0, x1) in enumerate(spans):
+        to_unit_rgb(band[:, x0:x1], layout, out=batch[k])
+    return batch
 
 
 def _core(w: np.ndarray) -> tuple[int, int]:

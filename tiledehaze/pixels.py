@@ -55,20 +55,21 @@ def scale_of(dtype: np.dtype) -> float:
     return float(np.iinfo(dtype).max) if np.dtype(dtype).kind in "ui" else 1.0
 
 
-def to_unit_rgb(pixels: np.ndarray, layout: Layout) -> np.ndarray:
-    """Stored pixels (h, w[, C]) -> float32 RGB (h, w, 3) in [0, 1]."""
+def to_unit_rgb(pixels: np.ndarray, layout: Layout, out: np.ndarray | None = None) -> np.ndarray:
+    """Stored pixels (h, w[, C]) -> float32 RGB (h, w, 3) in [0, 1], written into ``out`` if given."""
     px = pixels[..., None] if layout.squeeze else pixels
     color = px[..., : layout.color]
+    if out is None:
+        out = np.empty(px.shape[:2] + (3,), np.float32)
+    dst = out[..., :1] if layout.color == 1 else out
     if px.dtype.kind == "f":
         if not np.isfinite(color).all():
             raise InputError("image contains NaN or infinite values; replace them before dehazing")
-        out = np.clip(color, 0.0, 1.0, dtype=np.float32, casting="same_kind") if px.dtype == np.float32 \
-            else np.clip(color.astype(np.float32), 0.0, 1.0)
+        np.clip(color, 0.0, 1.0, out=dst, casting="same_kind")
     else:
-        out = color.astype(np.float32)
-        out *= np.float32(1.0 / scale_of(px.dtype))
+        np.multiply(color, np.float32(1.0 / scale_of(px.dtype)), out=dst, casting="unsafe")
     if layout.color == 1:
-        out = np.repeat(out, 3, axis=2)
+        out[..., 1:] = dst
     return out
 
 
