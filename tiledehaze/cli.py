@@ -18,6 +18,7 @@ from .errors import TileDehazeError
 COMMAND_MODULES = [
     "tiledehaze.commands.process",
     "tiledehaze.commands.info",
+    "tiledehaze.commands.train",
 ]
 
 
