@@ -161,3 +161,20 @@ def test_brightness_threshold_avoids_dark_crops():
 def test_augmentation_switches_on_at_its_epoch():
     cfg = A.AugmentConfig(from_epoch=3)
     assert not cfg.active(2) and cfg.active(3)
+
+
+def test_channel_shuffle_permutes_colour_images_alike_and_leaves_depth_alone():
+    rng = np.random.default_rng(7)
+    clear = rng.random((20, 20, 3), dtype=np.float32)
+    hazy = 0.5 * clear + 0.4
+    depth = rng.random((20, 20), dtype=np.float32)
+    cfg = A.AugmentConfig(hflip=0, vflip=0, rot90=0, ssr_prob=0, jitter_prob=0, channel_shuffle=1.0)
+    seen = set()
+    for _ in range(20):
+        h, c, d = A.augment([hazy, clear, depth], rng, cfg, colour=(0, 1))
+        np.testing.assert_allclose(h, 0.5 * c + 0.4, atol=1e-6)
+        np.testing.assert_array_equal(d, depth)
+        order = tuple(int(np.argmin(np.abs(clear[0, 0] - v))) for v in c[0, 0])
+        assert sorted(order) == [0, 1, 2]
+        seen.add(order)
+    assert len(seen) > 1

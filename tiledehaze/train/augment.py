@@ -40,6 +40,8 @@ class AugmentConfig:
     contrast: float = 0.15
     saturation: float = 0.2
     channel_gain: float = 0.03
+    #: probability of permuting the colour channels (removes the colour bias of a small image set)
+    channel_shuffle: float = 0.0
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> "AugmentConfig":
@@ -151,12 +153,21 @@ def color_jitter(images: Sequence[np.ndarray], rng: np.random.Generator, *, brig
     return out
 
 
+def shuffle_channels(images: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """One random permutation of the RGB channels, the same for every image."""
+    order = rng.permutation(3)
+    return [np.ascontiguousarray(im[..., order]) for im in images]
+
+
 def augment(arrays: Sequence[np.ndarray], rng: np.random.Generator, cfg: AugmentConfig, *,
             colour: Sequence[int] = (0,)) -> list[np.ndarray]:
-    """Flips, rotations, shift-scale-rotate and colour jitter (on the arrays indexed by ``colour``)."""
+    """Flips, rotations, shift-scale-rotate, channel shuffle and colour jitter (on the arrays indexed by ``colour``)."""
     out = flip_rotate(arrays, rng, hflip=cfg.hflip, vflip=cfg.vflip, rot90=cfg.rot90)
     if rng.random() < cfg.ssr_prob:
         out = shift_scale_rotate(out, rng, shift=cfg.ssr_shift, scale=cfg.ssr_scale, rotate=cfg.ssr_rotate)
+    if colour and cfg.channel_shuffle > 0 and rng.random() < cfg.channel_shuffle:
+        for i, im in zip(colour, shuffle_channels([out[i] for i in colour], rng)):
+            out[i] = im
     if rng.random() < cfg.jitter_prob and colour:
         jittered = color_jitter([out[i] for i in colour], rng, brightness=cfg.brightness,
                                 contrast=cfg.contrast, saturation=cfg.saturation,

@@ -40,7 +40,7 @@ DEFAULTS: dict[str, Any] = {
         "beta": [0.4, 1.6],
         "airlight": [0.6, 1.0],
         "tint": 0.05,
-        "depth_max": [0.6, 1.8],
+        "depth_max": [0.7, 1.3],
         "depth_weights": {"ramp": 1.0, "noise": 1.0, "mix": 1.0, "uniform": 1.0, "map": 2.0},
     },
     "augment": {
@@ -60,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
         "contrast": 0.15,
         "saturation": 0.2,
         "channel_gain": 0.03,
+        "channel_shuffle": 0.0,
     },
     "guard": {
         "check_every": 200,

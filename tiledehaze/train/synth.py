@@ -32,7 +32,7 @@ class SynthConfig:
     #: largest relative per-channel deviation of A from grey (a slightly tinted sky)
     tint: float = 0.05
     #: depth is normalised to [0, dmax] with dmax drawn from this range
-    depth_max: tuple[float, float] = (0.6, 1.8)
+    depth_max: tuple[float, float] = (0.7, 1.3)
     #: relative frequency of each depth model; ``map`` uses the image's own depth map
     depth_weights: dict[str, float] = field(
         default_factory=lambda: {"ramp": 1.0, "noise": 1.0, "mix": 1.0, "uniform": 1.0, "map": 2.0})
