@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "tiledehaze.commands.info",
     "tiledehaze.commands.eval",
     "tiledehaze.commands.engine",
+    "tiledehaze.commands.train",
 ]
 
 

@@ -1,0 +1,180 @@
+"""Haze synthesis, data sources and augmentation."""
+
+import cv2
+import numpy as np
+import pytest
+
+from tiledehaze.errors import ConfigError
+from tiledehaze.train import augment as A
+from tiledehaze.train import synth
+from tiledehaze.train.data import (BUILTIN_IMAGES, clear_key, load_builtin, match_pairs, PairedSource,
+                                   split_pairs)
+
+
+def _write(path, value=128):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((40, 48, 3), value, np.uint8))
+
+
+def test_reside_hazy_names_share_one_clear_image(tmp_path, caplog):
+    for name in ["0001_0.8_0.2.png", "0001_0.9_0.16.png", "1400_9.png", "0002.png", "0003_0.7_0.1.png"]:
+        _write(tmp_path / "hazy" / name)
+    for name in ["0001.png", "1400.png", "0002.png"]:
+        _write(tmp_path / "clear" / name)
+    pairs = {h.name: c.name for h, c in match_pairs(tmp_path / "hazy", tmp_path / "clear")}
+    assert pairs == {"0001_0.8_0.2.png": "0001.png", "0001_0.9_0.16.png": "0001.png",
+                     "1400_9.png": "1400.png", "0002.png": "0002.png"}
+    assert "no clear image" in caplog.text  # 0003 has none
+
+
+def test_same_stem_wins_over_reside_prefix(tmp_path):
+    _write(tmp_path / "hazy" / "27_outdoor.jpg")
+    _write(tmp_path / "clear" / "27_outdoor.jpg")
+    [(h, c)] = match_pairs(tmp_path / "hazy", tmp_path / "clear")
+    assert c.name == h.name
+    assert clear_key("0001_0.8_0.2") == "0001" and clear_key("27_outdoor") == "27_outdoor"
+
+
+def test_held_out_split_keeps_every_hazy_version_with_its_clear_image(tmp_path):
+    for i in range(6):
+        _write(tmp_path / "clear" / f"{i:04d}.png")
+        for beta in ("0.8", "1.2"):
+            _write(tmp_path / "hazy" / f"{i:04d}_{beta}_0.2.png")
+    pairs = match_pairs(tmp_path / "hazy", tmp_path / "clear")
+    train, val = split_pairs(pairs, 0.34, seed=3)
+    train_clear, val_clear = {c for _, c in train}, {c for _, c in val}
+    assert val and train and not (train_clear & val_clear)
+    assert len(train) + len(val) == len(pairs)
+    assert split_pairs(pairs, 0.34, seed=3) == (train, val)  # fixed
+
+
+def test_paired_source_gives_aligned_patches(tmp_path):
+    rng = np.random.default_rng(0)
+    clear = rng.integers(0, 200, (64, 80, 3), dtype=np.uint8)
+    (tmp_path / "clear").mkdir()
+    (tmp_path / "hazy").mkdir()
+    cv2.imwrite(str(tmp_path / "clear" / "0001.png"), clear)
+    cv2.imwrite(str(tmp_path / "hazy" / "0001_0.8_0.2.png"), clear + 50)
+    src = PairedSource(match_pairs(tmp_path / "hazy", tmp_path / "clear"), 24,
+                       A.AugmentConfig(from_epoch=1, jitter_prob=0.0, ssr_prob=0.0, crop_scale=(1.0, 1.0)))
+    for _ in range(5):
+        hazy, c = src.sample(rng, epoch=3)
+        np.testing.assert_allclose(hazy, c + 50 / 255, atol=1e-6)
+
+
+def test_add_haze_follows_the_scattering_model():
+    rng = np.random.default_rng(1)
+    clear = rng.random((32, 40, 3), dtype=np.float32)
+    depth = rng.random((32, 40)).astype(np.float32) * 2
+    airlight = np.array([0.9, 0.85, 0.8], np.float32)
+    hazy, t = synth.add_haze(clear, depth, beta=1.1, airlight=airlight)
+    np.testing.assert_allclose(t, np.exp(-1.1 * depth), rtol=1e-5)
+    np.testing.assert_allclose(hazy, clear * t[..., None] + airlight * (1 - t[..., None]), atol=1e-6)
+    same, t0 = synth.add_haze(clear, np.zeros_like(depth), beta=1.1, airlight=airlight)
+    np.testing.assert_allclose(same, clear, atol=1e-6)  # no depth, no haze
+    assert np.all(t0 == 1)
+
+
+@pytest.mark.parametrize("with_map", [False, True])
+def test_synthesized_pairs_are_valid_haze(with_map):
+    rng = np.random.default_rng(2)
+    image, depth = load_builtin("astronaut")
+    cfg = synth.SynthConfig()
+    for _ in range(20):
+        clear = np.array(image[100:164, 200:264])
+        hazy, t = synth.synthesize(clear, rng, cfg, depth_map=depth[100:164, 200:264] if with_map else None)
+        assert hazy.shape == clear.shape and hazy.dtype == np.float32
+        assert t.min() > 0 and t.max() <= 1
+        assert hazy.min() >= 0 and hazy.max() <= 1
+        # the airlight recovered from every hazed pixel is one value per channel, inside its range
+        m = t < 0.95
+        a = (hazy[m] - clear[m] * t[m][:, None]) / (1 - t[m][:, None])
+        assert np.ptp(a, axis=0).max() < 1e-3
+        lo, hi = cfg.airlight
+        assert np.all(a.mean(0) >= lo * (1 - cfg.tint) - 1e-4) and np.all(a.mean(0) <= hi + 1e-4)
+
+
+def test_depth_models_are_normalised():
+    rng = np.random.default_rng(3)
+    for model in synth.PROCEDURAL_DEPTHS:
+        d = synth.random_depth((30, 50), rng, model)
+        assert d.shape == (30, 50) and d.min() >= 0 and d.max() <= 1
+    from skimage import data
+
+    disp = data.stereo_motorcycle()[2]
+    d = synth.disparity_depth(disp)
+    assert d.min() == 0 and d.max() == 1
+    valid = np.where(np.isfinite(disp) & (disp > 0), disp, np.nan)
+    near, far = np.nanargmax(valid), np.nanargmin(valid)
+    assert d.flat[near] < d.flat[far]  # large disparity = near
+    assert np.all(d[~np.isfinite(disp)] == 1)  # unknown disparity counts as far
+    cap = synth.cap_depth(load_builtin("rocket")[0])
+    assert cap.min() >= 0 and cap.max() <= 1
+
+
+def test_builtin_images_load_offline_as_float_rgb():
+    for name in BUILTIN_IMAGES:
+        image, depth = load_builtin(name)
+        assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.float32
+        assert 0 <= image.min() and image.max() <= 1
+        assert depth.shape == image.shape[:2]
+
+
+def test_bad_synthesis_options_are_refused():
+    with pytest.raises(ConfigError):
+        synth.SynthConfig.from_dict({"beta": [1.6, 0.4]})
+    with pytest.raises(ConfigError):
+        synth.SynthConfig.from_dict({"betta": [0.4, 1.6]})
+
+
+def test_augmentation_keeps_hazy_clear_and_depth_aligned():
+    rng = np.random.default_rng(4)
+    clear = rng.random((90, 110, 3), dtype=np.float32)
+    hazy = 0.6 * clear + 0.3  # a pixelwise relation that must survive every geometric transform
+    depth = clear[..., 1].copy()
+    cfg = A.AugmentConfig(hflip=0.5, vflip=0.5, rot90=0.5, ssr_prob=0.5, jitter_prob=0.0)
+    for _ in range(30):
+        h, c, d = A.random_crop([hazy, clear, depth], 32, rng, scale=(1.0, 2.0))
+        h, c, d = A.augment([h, c, d], rng, cfg, colour=(0, 1))
+        assert h.shape == c.shape == (32, 32, 3) and d.shape == (32, 32)
+        np.testing.assert_allclose(h, 0.6 * c + 0.3, atol=1e-5)
+        np.testing.assert_allclose(d, c[..., 1], atol=1e-6)
+
+
+def test_colour_jitter_is_identical_for_identical_images():
+    rng = np.random.default_rng(5)
+    img = rng.random((16, 16, 3), dtype=np.float32)
+    a, b = A.color_jitter([img, img.copy()], rng)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, img)
+
+
+def test_brightness_threshold_avoids_dark_crops():
+    rng = np.random.default_rng(6)
+    image = np.zeros((100, 100, 3), np.float32)
+    image[:, 70:] = 0.8  # only the right strip is informative
+    for _ in range(10):
+        [crop] = A.random_crop([image], 30, rng, min_brightness=0.5, max_tries=200)
+        assert crop.max(-1).mean() >= 0.5
+
+
+def test_augmentation_switches_on_at_its_epoch():
+    cfg = A.AugmentConfig(from_epoch=3)
+    assert not cfg.active(2) and cfg.active(3)
+
+
+def test_channel_shuffle_permutes_colour_images_alike_and_leaves_depth_alone():
+    rng = np.random.default_rng(7)
+    clear = rng.random((20, 20, 3), dtype=np.float32)
+    hazy = 0.5 * clear + 0.4
+    depth = rng.random((20, 20), dtype=np.float32)
+    cfg = A.AugmentConfig(hflip=0, vflip=0, rot90=0, ssr_prob=0, jitter_prob=0, channel_shuffle=1.0)
+    seen = set()
+    for _ in range(20):
+        h, c, d = A.augment([hazy, clear, depth], rng, cfg, colour=(0, 1))
+        np.testing.assert_allclose(h, 0.5 * c + 0.4, atol=1e-6)
+        np.testing.assert_array_equal(d, depth)
+        order = tuple(int(np.argmin(np.abs(clear[0, 0] - v))) for v in c[0, 0])
+        assert sorted(order) == [0, 1, 2]
+        seen.add(order)
+    assert len(seen) > 1

@@ -1,0 +1,52 @@
+"""Checkpoints: weights as safetensors, training state as a torch file that loads with ``weights_only=True``.
+
+A run folder holds ``best.safetensors`` and ``last.safetensors`` (plain AOD-Net weights that
+the engine loads with ``--weights``) and ``last_state.pt`` (epoch, optimizer state, best score,
+learning rate and the resolved config as JSON text), enough to ``--resume``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from ..models.aodnet import Weights, load_weights, save_weights
+
+BEST = "best.safetensors"
+LAST = "last.safetensors"
+STATE = "last_state.pt"
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(out_dir: Path, name: str, weights: Weights, metadata: dict[str, Any]) -> Path:
+    """Write ``weights`` with string metadata to ``out_dir/name`` atomically."""
+    path = Path(out_dir) / name
+    meta = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in metadata.items()}
+    _atomic(path, lambda p: save_weights(weights, p, meta))
+    return path
+
+
+def save_state(out_dir: Path, state: dict[str, Any]) -> Path:
+    """Write the resumable training state (tensors, numbers, strings and containers only)."""
+    path = Path(out_dir) / STATE
+    _atomic(path, lambda p: torch.save(state, p))
+    return path
+
+
+def load_state(out_dir: Path) -> tuple[Weights, dict[str, Any]]:
+    """The last weights and training state of a run folder, for ``--resume``."""
+    out_dir = Path(out_dir)
+    if not (out_dir / STATE).is_file() or not (out_dir / LAST).is_file():
+        raise ConfigError(f"nothing to resume in {out_dir}: {STATE} or {LAST} is missing")
+    state = torch.load(out_dir / STATE, map_location="cpu", weights_only=True)
+    return load_weights(out_dir / LAST), state

@@ -1,0 +1,251 @@
+"""Training data: paired hazy/clear folders, and synthetic pairs made on the fly from clean images.
+
+Both kinds of source hand out float32 RGB patches in [0, 1], laid out (H, W, 3), one
+``sample(rng, epoch)`` at a time. The default clean images are colour photographs bundled with
+scikit-image, which load from the installed package without any network access.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import cv2
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from .augment import AugmentConfig, augment, random_crop
+from .synth import SynthConfig, cap_depth, disparity_depth, synthesize
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def _skimage(name: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        from skimage import data
+
+        return getattr(data, name)()
+    return load
+
+
+def _motorcycle(index: int) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        from skimage import data
+
+        return data.stereo_motorcycle()[index]
+    return load
+
+
+#: colour photographs shipped inside scikit-image (no download). ``cat`` is ``chelsea`` again.
+BUILTIN_IMAGES: dict[str, Callable[[], np.ndarray]] = {
+    "astronaut": _skimage("astronaut"),
+    "chelsea": _skimage("chelsea"),
+    "coffee": _skimage("coffee"),
+    "rocket": _skimage("rocket"),
+    "hubble_deep_field": _skimage("hubble_deep_field"),
+    "immunohistochemistry": _skimage("immunohistochemistry"),
+    "retina": _skimage("retina"),
+    "motorcycle_left": _motorcycle(0),
+    "motorcycle_right": _motorcycle(1),
+}
+
+
+@lru_cache(maxsize=None)
+def load_builtin(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A bundled clean image as float32 RGB in [0, 1] and its depth map in [0, 1].
+
+    ``motorcycle_left`` gets the real depth from its stereo disparity; the others get the
+    colour-attenuation prior computed on the clean image.
+    """
+    if name not in BUILTIN_IMAGES:
+        raise ConfigError(f"unknown built-in image {name!r}; choose from {', '.join(BUILTIN_IMAGES)}")
+    image = to_float_rgb(BUILTIN_IMAGES[name]())
+    if name == "motorcycle_left":
+        from skimage import data
+
+        depth = disparity_depth(data.stereo_motorcycle()[2])
+    else:
+        depth = cap_depth(image)
+    image.setflags(write=False)
+    depth.setflags(write=False)
+    return image, depth
+
+
+def to_float_rgb(image: np.ndarray) -> np.ndarray:
+    """Any RGB/RGBA/grey uint8, uint16 or float image as float32 RGB in [0, 1]."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    image = image[..., :3]
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / 65535.0
+    return np.clip(image.astype(np.float32), 0.0, 1.0)
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file as float32 RGB in [0, 1]."""
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise InputError(f"cannot read image {path}")
+    if raw.ndim == 3:
+        raw = cv2.cvtColor(raw, cv2.COLOR_BGRA2RGB if raw.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return to_float_rgb(raw)
+
+
+# --------------------------------------------------------------------------- paired folders
+
+_RESIDE = re.compile(r"^(?P<key>[^_]+)_[0-9.]+(_[0-9.]+)*$")
+
+
+def clear_key(hazy_stem: str) -> str:
+    """The clear image's stem for a hazy stem: RESIDE's ``0001_0.8_0.2`` (and ``1400_9``) -> ``0001``."""
+    m = _RESIDE.match(hazy_stem)
+    return m.group("key") if m else hazy_stem
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def match_pairs(hazy_dir: str | Path, clear_dir: str | Path) -> list[tuple[Path, Path]]:
+    """Pair every hazy image with its clear image by name.
+
+    A hazy file pairs with the clear file of the same stem or, failing that, with the clear
+    file named by its RESIDE prefix (several hazy images may share one clear image).
+    """
+    hazy_dir, clear_dir = Path(hazy_dir), Path(clear_dir)
+    for d in (hazy_dir, clear_dir):
+        if not d.is_dir():
+            raise InputError(f"not a folder: {d}")
+    clear = {p.stem: p for p in _images(clear_dir)}
+    pairs, missing = [], []
+    for h in _images(hazy_dir):
+        c = clear.get(h.stem) or clear.get(clear_key(h.stem))
+        (pairs.append((h, c)) if c is not None else missing.append(h.name))
+    if missing:
+        log.warning("%d hazy image(s) have no clear image, e.g. %s", len(missing), missing[0])
+    if not pairs:
+        raise InputError(f"no hazy/clear pairs found in {hazy_dir} and {clear_dir}")
+    return pairs
+
+
+def split_pairs(pairs: Sequence[tuple[Path, Path]], val_fraction: float, seed: int
+                ) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """Hold out a fixed fraction of the *clear images* (with all their hazy versions)."""
+    keys = sorted({c.name for _, c in pairs})
+    rng = np.random.default_rng(seed)
+    n_val = int(round(len(keys) * val_fraction))
+    if val_fraction > 0 and len(keys) > 1:
+        n_val = min(max(n_val, 1), len(keys) - 1)
+    val_keys = set(rng.permutation(keys)[:n_val].tolist())
+    train = [p for p in pairs if p[1].name not in val_keys]
+    val = [p for p in pairs if p[1].name in val_keys]
+    return train, val
+
+
+# --------------------------------------------------------------------------- sources
+
+class Source(Protocol):
+    def sample(self, rng: np.random.Generator, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """One (hazy, clear) patch pair."""
+
+
+@dataclass
+class SyntheticSource:
+    """Hazy/clear patches synthesised on the fly from clean images (with depth maps)."""
+
+    images: Sequence[tuple[np.ndarray, np.ndarray]]
+    patch: int
+    synth: SynthConfig
+    aug: AugmentConfig
+
+    def sample(self, rng: np.random.Generator, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        image, depth = self.images[int(rng.integers(len(self.images)))]
+        on = self.aug.active(epoch)
+        scale = self.aug.crop_scale if on else (1.0, 1.0)
+        clear, d = random_crop([image, depth], self.patch, rng, scale=scale,
+                               min_brightness=self.aug.min_brightness, max_tries=self.aug.max_tries)
+        if on:
+            clear, d = augment([clear, d], rng, self.aug, colour=(0,))
+        hazy, _ = synthesize(clear, rng, self.synth, depth_map=d)
+        return hazy, clear
+
+
+@dataclass
+class PairedSource:
+    """Patches cropped from paired hazy/clear files (images are cached after the first read)."""
+
+    pairs: Sequence[tuple[Path, Path]]
+    patch: int
+    aug: AugmentConfig
+
+    def __post_init__(self) -> None:
+        self._cache: dict[Path, np.ndarray] = {}
+
+    def _read(self, path: Path) -> np.ndarray:
+        if path not in self._cache:
+            self._cache[path] = read_rgb(path)
+        return self._cache[path]
+
+    def sample(self, rng: np.random.Generator, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        h_path, c_path = self.pairs[int(rng.integers(len(self.pairs)))]
+        hazy, clear = self._read(h_path), self._read(c_path)
+        if hazy.shape != clear.shape:  # e.g. SOTS ground truths with a border
+            clear = cv2.resize(clear, hazy.shape[1::-1], interpolation=cv2.INTER_AREA)
+        on = self.aug.active(epoch)
+        scale = self.aug.crop_scale if on else (1.0, 1.0)
+        hazy, clear = random_crop([hazy, clear], self.patch, rng, scale=scale,
+                                  min_brightness=self.aug.min_brightness, max_tries=self.aug.max_tries)
+        if on:
+            hazy, clear = augment([hazy, clear], rng, self.aug, colour=(0, 1))
+        return hazy, clear
+
+
+def make_batch(source: Source, n: int, rng: np.random.Generator, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` samples stacked as (hazy, clear), each (n, H, W, 3) float32."""
+    pairs = [source.sample(rng, epoch) for _ in range(n)]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def fixed_set(source: Source, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A validation set drawn once from ``seed`` with augmentation off: the same every epoch."""
+    return make_batch(source, n, np.random.default_rng(seed), epoch=0)
+
+
+def build_sources(data: dict, synth: SynthConfig, aug: AugmentConfig, *, patch: int, seed: int
+                  ) -> tuple[Source, Source]:
+    """Training and validation sources from the ``data`` section of a training config."""
+    kind = data.get("source", "synthetic")
+    val_aug = AugmentConfig(from_epoch=10**9, min_brightness=aug.min_brightness, max_tries=aug.max_tries)
+    if kind == "synthetic":
+        names = list(data.get("clean_images") or [])
+        val_names = list(data.get("val_images") or [])
+        unknown = [n for n in names + val_names if n not in BUILTIN_IMAGES]
+        if unknown:
+            raise ConfigError(f"unknown built-in image(s) {unknown}; choose from {', '.join(BUILTIN_IMAGES)}")
+        train_names = [n for n in names if n not in val_names]
+        if not train_names or not val_names:
+            raise ConfigError("data: need at least one training image and one validation image")
+        train = SyntheticSource([load_builtin(n) for n in train_names], patch, synth, aug)
+        val = SyntheticSource([load_builtin(n) for n in val_names], int(data["val_patch_size"]), synth, val_aug)
+        return train, val
+    if kind == "paired":
+        paired = data.get("paired") or {}
+        root = paired.get("root")
+        if not root:
+            raise ConfigError("data.paired.root must name a folder holding hazy/ and clear/")
+        pairs = match_pairs(Path(root) / "hazy", Path(root) / "clear")
+        train_pairs, val_pairs = split_pairs(pairs, float(paired.get("val_fraction", 0.1)), seed)
+        if not train_pairs or not val_pairs:
+            raise ConfigError("data.paired: need at least two clear images to hold one out")
+        return (PairedSource(train_pairs, patch, aug),
+                PairedSource(val_pairs, int(data["val_patch_size"]), val_aug))
+    raise ConfigError(f"data.source must be 'synthetic' or 'paired', not {kind!r}")

@@ -1,0 +1,89 @@
+"""Export trained weights: an ONNX graph checked against torch, and a plain safetensors file."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, OutputError
+from ..models.aodnet import Weights, load_weights, read_metadata, save_weights, to_onnx
+
+log = logging.getLogger(__name__)
+
+#: largest allowed |ONNX - torch| on random input in [0, 1]
+TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}  # fp16 carries ~3 significant digits
+
+
+def _torch_reference(weights: Weights, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    from ..models.aodnet_torch import AODNetModule
+
+    with torch.no_grad():
+        return AODNetModule.from_numpy(weights)(torch.from_numpy(x)).numpy()
+
+
+def verify_onnx(graph: bytes, weights: Weights, *, precision: str = "fp32", seed: int = 0) -> float:
+    """Largest |ONNX Runtime - torch| over random inputs of two different shapes.
+
+    Two batch sizes and odd heights/widths exercise the dynamic axes. Raises
+    :class:`RuntimeError` if the difference is above :data:`TOLERANCE`.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    dtype = np.float16 if precision == "fp16" else np.float32
+    worst = 0.0
+    for shape in ((1, 3, 37, 53), (2, 3, 64, 48)):
+        x = rng.random(shape, dtype=np.float32)
+        got = session.run(None, {"hazy": x.astype(dtype)})[0].astype(np.float32)
+        ref = _torch_reference(weights, x.astype(dtype).astype(np.float32))
+        if got.shape != ref.shape:
+            raise RuntimeError(f"ONNX output shape {got.shape} differs from torch {ref.shape}")
+        worst = max(worst, float(np.abs(got - ref).max()))
+    if not worst <= TOLERANCE[precision]:
+        raise RuntimeError(f"ONNX ({precision}) differs from torch by {worst:.3g} > {TOLERANCE[precision]:g}")
+    return worst
+
+
+def export(weights_path: str | Path, *, onnx_path: str | Path | None = None, fp16: bool = False,
+           safetensors_path: str | Path | None = None, opset: int = 17) -> dict[str, float]:
+    """Write the ONNX graph (dynamic batch/height/width) and/or a safetensors copy of ``weights_path``.
+
+    The FP32 graph is always checked against torch (max difference <= 1e-4), the FP16 one too
+    when ``fp16`` is set. Returns the measured differences by precision.
+    """
+    if onnx_path is None and safetensors_path is None:
+        raise ConfigError("nothing to export: give an ONNX and/or a safetensors output path")
+    weights = load_weights(weights_path)
+    for out in (onnx_path, safetensors_path):
+        if out is not None and Path(out).resolve() == Path(weights_path).resolve():
+            raise OutputError(f"refusing to overwrite the input weights {weights_path}")
+    diffs: dict[str, float] = {}
+    if onnx_path is not None:
+        graph = to_onnx(weights, precision="fp32", opset=opset)
+        diffs["fp32"] = verify_onnx(graph, weights, precision="fp32")
+        if fp16:
+            graph = to_onnx(weights, precision="fp16", opset=opset)
+            diffs["fp16"] = verify_onnx(graph, weights, precision="fp16")
+        try:
+            Path(onnx_path).write_bytes(graph)
+        except OSError as exc:
+            raise OutputError(f"cannot write {onnx_path}: {exc.strerror}") from None
+        log.info("wrote %s (%s), max difference from torch %s", onnx_path, "fp16" if fp16 else "fp32", diffs)
+    if safetensors_path is not None:
+        meta: dict[str, str] = {}
+        if Path(weights_path).suffix == ".safetensors":
+            meta = read_metadata(weights_path)
+        meta["exported_from"] = Path(weights_path).name
+        try:
+            save_weights(weights, safetensors_path, meta)
+        except OSError as exc:
+            raise OutputError(f"cannot write {safetensors_path}: {exc.strerror}") from None
+        log.info("wrote %s", safetensors_path)
+    return diffs

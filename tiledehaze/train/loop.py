@@ -1,0 +1,226 @@
+"""The training loop: MSE, Adam, gradient-norm clipping, validation, checkpoints and the dead-K guard.
+
+Every epoch draws its samples from ``numpy.random.default_rng([seed, epoch])``, so a run is
+reproducible from its config alone and ``resume`` continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import yaml
+
+from ..errors import ConfigError
+from ..models.aodnet import LAYERS, Weights
+from ..models.aodnet_torch import AODNetModule
+from . import checkpoint, history
+from .augment import AugmentConfig
+from .config import config_hash
+from .data import build_sources, fixed_set, make_batch
+from .guard import DeadKGuard, measure
+from .metrics import SSIM_SETTINGS, mean_quality
+from .synth import SynthConfig
+
+log = logging.getLogger(__name__)
+
+
+class Progress(Protocol):
+    """Where the loop reports progress (the CLI wires this to tqdm; the library never prints)."""
+
+    def start_epoch(self, epoch: int, steps: int) -> None: ...
+    def step(self, loss: float) -> None: ...
+    def end_epoch(self, row: dict[str, Any]) -> None: ...
+
+
+class _Silent:
+    def start_epoch(self, epoch: int, steps: int) -> None:
+        pass
+
+    def step(self, loss: float) -> None:
+        pass
+
+    def end_epoch(self, row: dict[str, Any]) -> None:
+        pass
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    out_dir: Path
+    best_epoch: int
+    best_psnr: float
+    best_ssim: float
+    hazy_psnr: float
+    hazy_ssim: float
+    config_hash: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def best_weights(self) -> Path:
+        return self.out_dir / checkpoint.BEST
+
+    @property
+    def last_weights(self) -> Path:
+        return self.out_dir / checkpoint.LAST
+
+
+def init_weights(seed: int, std: float = 0.02) -> Weights:
+    """Kernels from normal(0, ``std``) as in the paper, zero biases."""
+    rng = np.random.default_rng([seed, 0x0A0D])
+    weights: Weights = {}
+    for name, cin, k in LAYERS:
+        weights[f"{name}.weight"] = rng.normal(0.0, std, (3, cin, k, k)).astype(np.float32)
+        weights[f"{name}.bias"] = np.zeros(3, np.float32)
+    return weights
+
+
+def _nchw(batch: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+
+
+def _forward(model: AODNetModule, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    k = model.estimate_k(x)
+    return torch.relu(k * x - k + 1), k
+
+
+@torch.no_grad()
+def predict(model: AODNetModule, hazy: np.ndarray, batch_size: int) -> np.ndarray:
+    """Run the model over (N, H, W, 3) float32 images in batches; returns the same layout."""
+    model.eval()
+    out = []
+    for i in range(0, len(hazy), batch_size):
+        y, _ = _forward(model, _nchw(hazy[i:i + batch_size]))
+        out.append(y.permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out)
+
+
+def _check_resumable(saved: dict[str, Any], cfg: dict[str, Any]) -> None:
+    ignore = ("num_epochs", "output_dir", "threads", "log_every")
+    a = {k: v for k, v in saved.items() if k not in ignore}
+    b = {k: v for k, v in cfg.items() if k not in ignore}
+    if a != b:
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        raise ConfigError(f"cannot resume: the config differs from the saved run in {', '.join(diff)}")
+
+
+def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: bool = False,
+          progress: Progress | None = None) -> TrainResult:
+    """Train AOD-Net as ``cfg`` says (see :data:`tiledehaze.train.config.DEFAULTS`).
+
+    Writes ``best.safetensors``, ``last.safetensors``, ``last_state.pt``, ``config.yaml``,
+    ``metrics.csv``, ``metrics.jsonl`` and ``curves.png`` to ``out_dir`` (default
+    ``cfg["output_dir"]``). With ``resume`` it continues from the folder's last epoch.
+    """
+    progress = progress or _Silent()
+    out = Path(out_dir or cfg["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg["loss"] != "mse" or cfg["optim"]["name"] != "adam" or cfg["model"] != "aodnet":
+        raise ConfigError("this trainer supports model 'aodnet', loss 'mse' and optim 'adam'")
+    seed = int(cfg["seed"])
+    chash = config_hash(cfg)
+    torch.set_num_threads(int(cfg["threads"]))
+    torch.manual_seed(seed)
+
+    synth = SynthConfig.from_dict(cfg["synthesis"])
+    aug = AugmentConfig.from_dict(cfg["augment"])
+    patch = int(cfg["patch_size"])
+    train_src, val_src = build_sources(cfg["data"], synth, aug, patch=patch, seed=seed)
+    val_hazy, val_clear = fixed_set(val_src, int(cfg["data"]["val_samples"]), int(cfg["data"]["val_seed"]))
+    hazy_psnr, hazy_ssim = mean_quality(val_hazy, val_clear)
+    val_x = _nchw(val_hazy)
+
+    opt_cfg = cfg["optim"]
+    model = AODNetModule().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(opt_cfg["lr"]),
+                                 weight_decay=float(opt_cfg["weight_decay"]))
+    g = cfg["guard"]
+    guard = DeadKGuard(model, optimizer, min_alive=float(g["min_alive_fraction"]),
+                       white_level=float(g["white_level"]), lr_factor=float(g["lr_factor"]),
+                       init_std=float(cfg["init_std"]), max_recoveries=int(g["max_recoveries"]),
+                       generator=torch.Generator().manual_seed(seed))
+
+    start, best_psnr, best_ssim, best_epoch, rows = 1, -np.inf, 0.0, 0, []
+    if resume:
+        weights, state = checkpoint.load_state(out)
+        _check_resumable(yaml.safe_load(state["config"]), cfg)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["epoch"]) + 1
+        best_psnr, best_ssim, best_epoch = float(state["best_psnr"]), float(state["best_ssim"]), int(state["best_epoch"])
+        guard.recoveries = int(state["recoveries"])
+        rows = history.truncate(out, int(state["epoch"]))
+        log.info("resuming %s after epoch %d (best %.2f dB at epoch %d)", out, start - 1, best_psnr, best_epoch)
+    else:
+        for name in ("metrics.csv", "metrics.jsonl"):
+            (out / name).unlink(missing_ok=True)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in init_weights(seed, float(cfg["init_std"])).items()})
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    guard.check(val_x, "before training" if start == 1 else f"after resuming at epoch {start}")
+
+    clip = float(opt_cfg["grad_clip_norm"])
+    bs = int(cfg["train_batch_size"])
+    steps = max(1, int(cfg["samples_per_epoch"]) // bs)
+    check_every, log_every = int(g["check_every"]), int(cfg["log_every"])
+    log.info("training %d epochs x %d steps of %d patches of %d px; hazy validation input %.2f dB / SSIM %.4f",
+             int(cfg["num_epochs"]), steps, bs, patch, hazy_psnr, hazy_ssim)
+
+    for epoch in range(start, int(cfg["num_epochs"]) + 1):
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([seed, epoch])
+        model.train()
+        progress.start_epoch(epoch, steps)
+        losses = []
+        for step in range(1, steps + 1):
+            hazy, clear = make_batch(train_src, bs, rng, epoch)
+            x, target = _nchw(hazy), _nchw(clear)
+            y, _ = _forward(model, x)
+            loss = torch.mean((y - target) ** 2)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+            value = float(loss.detach())
+            losses.append(value)
+            progress.step(value)
+            if check_every and step % check_every == 0:
+                guard.check(x, f"at epoch {epoch} step {step}")
+            if log_every and step % log_every == 0:
+                log.debug("epoch %d step %d/%d loss %.5f", epoch, step, steps, float(np.mean(losses[-log_every:])))
+
+        # validation (the guard looks at the fixed validation batch too)
+        guard.check(val_x, f"after epoch {epoch}")
+        pred = predict(model, val_hazy, int(cfg["val_batch_size"]))
+        val_loss = float(np.mean((pred - val_clear) ** 2))
+        val_psnr, val_ssim = mean_quality(pred, val_clear)
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
+               "val_psnr": val_psnr, "val_ssim": val_ssim, "hazy_psnr": hazy_psnr, "hazy_ssim": hazy_ssim,
+               "k_alive": measure(model, val_x).k_alive, "lr": optimizer.param_groups[0]["lr"],
+               "recoveries": guard.recoveries, "seconds": round(time.perf_counter() - t0, 2)}
+        meta = {"config_hash": chash, "seed": str(seed), "epoch": str(epoch),
+                "val_psnr": f"{val_psnr:.4f}", "val_ssim": f"{val_ssim:.4f}",
+                "hazy_psnr": f"{hazy_psnr:.4f}", "hazy_ssim": f"{hazy_ssim:.4f}",
+                "ssim_settings": SSIM_SETTINGS, "format": "tiledehaze-aodnet-1"}
+        weights = model.to_numpy()
+        if val_psnr > best_psnr:
+            best_psnr, best_ssim, best_epoch = val_psnr, val_ssim, epoch
+            checkpoint.save_checkpoint(out, checkpoint.BEST, weights, meta)
+        checkpoint.save_checkpoint(out, checkpoint.LAST, weights, meta)
+        checkpoint.save_state(out, {
+            "epoch": epoch, "optimizer": optimizer.state_dict(), "best_psnr": best_psnr,
+            "best_ssim": best_ssim, "best_epoch": best_epoch, "recoveries": guard.recoveries,
+            "config_hash": chash, "config": yaml.safe_dump(cfg, sort_keys=False)})
+        history.append(out, row)
+        rows.append(row)
+        history.plot(out, rows)
+        progress.end_epoch(row)
+        log.info("epoch %d: train MSE %.5f, validation %.2f dB / SSIM %.4f (hazy %.2f dB), K alive %.0f%%, %.0f s",
+                 epoch, row["train_loss"], val_psnr, val_ssim, hazy_psnr, 100 * row["k_alive"], row["seconds"])
+
+    return TrainResult(out, best_epoch, float(best_psnr), float(best_ssim), hazy_psnr, hazy_ssim, chash, rows)

@@ -1,0 +1,205 @@
+"""Hazy/clear pair synthesis with the atmospheric scattering model.
+
+A hazy image is ``I = J t + A (1 - t)`` with transmission ``t = exp(-beta d)`` (Koschmieder's
+law): ``J`` the clear scene, ``A`` the atmospheric light and ``d`` the scene depth. Depth comes
+from procedural fields (a ramp toward a horizon, smooth noise, mixes, uniform haze), from the
+colour-attenuation prior (Zhu et al. 2015) or from a real disparity map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..errors import ConfigError
+
+#: the procedural depth models; ``cap`` and ``disparity`` need a depth map from the caller
+PROCEDURAL_DEPTHS = ("ramp", "noise", "mix", "uniform")
+DEPTH_MODELS = (*PROCEDURAL_DEPTHS, "map")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Ranges the haze parameters are drawn from (uniformly)."""
+
+    #: scattering coefficient; AOD-Net's paper used [0.4, 1.6]
+    beta: tuple[float, float] = (0.4, 1.6)
+    #: atmospheric light (grey level); AOD-Net's paper used [0.6, 1.0]
+    airlight: tuple[float, float] = (0.6, 1.0)
+    #: largest relative per-channel deviation of A from grey (a slightly tinted sky)
+    tint: float = 0.05
+    #: depth is normalised to [0, dmax] with dmax drawn from this range
+    depth_max: tuple[float, float] = (0.7, 1.3)
+    #: relative frequency of each depth model; ``map`` uses the image's own depth map
+    depth_weights: dict[str, float] = field(
+        default_factory=lambda: {"ramp": 1.0, "noise": 1.0, "mix": 1.0, "uniform": 1.0, "map": 2.0})
+
+    @classmethod
+    def from_dict(cls, cfg: dict[str, Any]) -> "SynthConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(cfg) - known
+        if unknown:
+            raise ConfigError(f"unknown synthesis option(s): {', '.join(sorted(unknown))}")
+        kw: dict[str, Any] = {}
+        for key, value in cfg.items():
+            if key in ("beta", "airlight", "depth_max"):
+                lo, hi = _range(value, key)
+                kw[key] = (lo, hi)
+            elif key == "depth_weights":
+                bad = set(value) - set(DEPTH_MODELS)
+                if bad or not any(float(v) > 0 for v in value.values()):
+                    raise ConfigError(f"synthesis.depth_weights: models are {', '.join(DEPTH_MODELS)}, "
+                                      "at least one with a positive weight")
+                kw[key] = {k: float(v) for k, v in value.items()}
+            else:
+                kw[key] = float(value)
+        out = cls(**kw)
+        if not 0.0 <= out.tint < 0.5:
+            raise ConfigError("synthesis.tint must be in [0, 0.5)")
+        if out.beta[0] < 0 or out.airlight[0] <= 0 or out.airlight[1] > 1.0 or out.depth_max[0] < 0:
+            raise ConfigError("synthesis: need beta >= 0, 0 < airlight <= 1 and depth_max >= 0")
+        return out
+
+
+def _range(value: Any, key: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"synthesis.{key} must be a pair [low, high], not {value!r}") from None
+    if lo > hi:
+        raise ConfigError(f"synthesis.{key}: low {lo} is above high {hi}")
+    return lo, hi
+
+
+def add_haze(clear: np.ndarray, depth: np.ndarray, *, beta: float, airlight: float | np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Apply ``I = J t + A (1 - t)``, ``t = exp(-beta d)``; returns (hazy, t).
+
+    ``clear`` is float RGB (H, W, 3) in [0, 1], ``depth`` is (H, W) and non-negative,
+    ``airlight`` a scalar or one value per channel.
+    """
+    t = np.exp(-float(beta) * np.maximum(depth, 0.0)).astype(np.float32)
+    a = np.asarray(airlight, np.float32).reshape(1, 1, -1)
+    hazy = clear * t[..., None] + a * (1.0 - t[..., None])
+    return np.clip(hazy, 0.0, 1.0).astype(np.float32), t
+
+
+def normalise(depth: np.ndarray) -> np.ndarray:
+    """Scale a depth map to [0, 1] (a constant map becomes all zeros)."""
+    lo, hi = float(depth.min()), float(depth.max())
+    return np.zeros_like(depth, np.float32) if hi - lo < 1e-8 else ((depth - lo) / (hi - lo)).astype(np.float32)
+
+
+def ramp_depth(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Depth rising toward a (possibly tilted) horizon: near at one edge, far at the other."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    angle = rng.uniform(-0.35, 0.35)  # mostly vertical, slightly tilted
+    ramp = -(yy * np.cos(angle) + xx * np.sin(angle))  # far at the top
+    ramp = normalise(ramp) ** rng.uniform(0.5, 2.0)  # how fast it recedes
+    return ramp.astype(np.float32)
+
+
+def noise_depth(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Smooth random field: uniform noise on a coarse grid, upsampled with bicubic interpolation."""
+    h, w = shape
+    cells = int(rng.integers(2, 7))
+    coarse = rng.random((cells, cells)).astype(np.float32)
+    field_ = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+    return normalise(field_)
+
+
+def mix_depth(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A ramp perturbed by smooth noise."""
+    w = rng.uniform(0.2, 0.8)
+    return normalise((1 - w) * ramp_depth(shape, rng) + w * noise_depth(shape, rng))
+
+
+def cap_depth(image: np.ndarray, *, smooth: float = 0.02) -> np.ndarray:
+    """Colour-attenuation prior (Zhu, Mai and Shao 2015): ``d = 0.121779 + 0.959710 V - 0.780245 S``.
+
+    ``image`` is float RGB in [0, 1]; the result is normalised to [0, 1] and blurred with a
+    Gaussian of ``smooth`` times the image's shorter side, so texture does not become depth.
+    """
+    hsv = cv2.cvtColor(np.ascontiguousarray(image, np.float32), cv2.COLOR_RGB2HSV)
+    d = 0.121779 + 0.959710 * hsv[..., 2] - 0.780245 * hsv[..., 1]
+    # Zhu et al. take a local minimum so bright small objects do not look far away
+    d = cv2.erode(d, np.ones((7, 7), np.uint8))
+    sigma = max(1.0, smooth * min(image.shape[:2]))
+    return normalise(cv2.GaussianBlur(d, (0, 0), sigma))
+
+
+def disparity_depth(disparity: np.ndarray, *, percentile: float = 2.0) -> np.ndarray:
+    """Depth from a disparity map (depth ~ 1 / disparity), normalised to [0, 1].
+
+    Invalid (non-finite or non-positive) disparities are filled with the smallest valid one,
+    i.e. treated as far away.
+    """
+    disp = np.asarray(disparity, np.float32)
+    valid = np.isfinite(disp) & (disp > 0)
+    if not valid.any():
+        raise ConfigError("disparity map holds no positive values")
+    floor = np.percentile(disp[valid], percentile)
+    disp = np.where(valid, np.maximum(disp, floor), floor)
+    return normalise(1.0 / disp)
+
+
+def random_depth(shape: tuple[int, int], rng: np.random.Generator, model: str) -> np.ndarray:
+    """A procedural depth field in [0, 1] from one of :data:`PROCEDURAL_DEPTHS`."""
+    if model == "ramp":
+        return ramp_depth(shape, rng)
+    if model == "noise":
+        return noise_depth(shape, rng)
+    if model == "mix":
+        return mix_depth(shape, rng)
+    if model == "uniform":
+        return np.ones(shape, np.float32)
+    raise ConfigError(f"unknown depth model {model!r}; choose from {', '.join(PROCEDURAL_DEPTHS)}")
+
+
+@dataclass(frozen=True)
+class HazeParams:
+    """One draw of the haze parameters."""
+
+    beta: float
+    airlight: np.ndarray  # (3,)
+    depth_max: float
+    depth_model: str
+
+
+def draw_params(rng: np.random.Generator, cfg: SynthConfig, *, has_map: bool) -> HazeParams:
+    """Draw beta, a (slightly tinted) A, the depth scale and the depth model."""
+    models = [m for m, w in cfg.depth_weights.items() if w > 0 and (has_map or m != "map")]
+    if not models:
+        models = ["uniform"]
+    weights = np.array([cfg.depth_weights.get(m, 1.0) for m in models], np.float64)
+    model = str(rng.choice(models, p=weights / weights.sum()))
+    a = rng.uniform(*cfg.airlight)
+    tint = 1.0 + rng.uniform(-cfg.tint, cfg.tint, 3) if cfg.tint > 0 else np.ones(3)
+    airlight = np.clip(a * tint, 0.0, 1.0).astype(np.float32)
+    return HazeParams(float(rng.uniform(*cfg.beta)), airlight, float(rng.uniform(*cfg.depth_max)), model)
+
+
+def synthesize(clear: np.ndarray, rng: np.random.Generator, cfg: SynthConfig | None = None, *,
+               depth_map: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Make a hazy version of ``clear`` (float RGB in [0, 1]); returns (hazy, t).
+
+    ``depth_map`` (H, W, in [0, 1]) is the image's own depth, e.g. a crop of
+    :func:`cap_depth` or :func:`disparity_depth`; without it a procedural field is drawn.
+    """
+    cfg = cfg or SynthConfig()
+    p = draw_params(rng, cfg, has_map=depth_map is not None)
+    if p.depth_model == "map":
+        depth = np.asarray(depth_map, np.float32)
+    else:
+        depth = random_depth(clear.shape[:2], rng, p.depth_model)
+        if p.depth_model != "uniform":
+            # a crop sees only part of the scene's depth range: start somewhere in [0, 1)
+            near = rng.uniform(0.0, 0.7)
+            depth = near + (1.0 - near) * depth
+    if p.depth_model == "uniform":
+        depth = depth * rng.uniform(0.1, 1.0)
+    return add_haze(clear, depth * p.depth_max, beta=p.beta, airlight=p.airlight)
