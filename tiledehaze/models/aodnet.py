@@ -32,12 +32,12 @@ DEFAULT_WEIGHTS = WEIGHTS_DIR / "aodnet.safetensors"
 Weights = dict[str, np.ndarray]
 
 
-def init_weights(seed: int = 0) -> Weights:
-    """Fresh weights: normal(0, 0.02) kernels as in the paper, zero biases."""
-    rng = np.random.default_rng(seed)
+def init_weights(seed: int = 0, std: float = 0.02, *, rng: np.random.Generator | None = None) -> Weights:
+    """Fresh weights: normal(0, ``std``) kernels as in the paper, zero biases."""
+    rng = rng if rng is not None else np.random.default_rng(seed)
     weights: Weights = {}
     for name, cin, k in LAYERS:
-        weights[f"{name}.weight"] = rng.normal(0.0, 0.02, (3, cin, k, k)).astype(np.float32)
+        weights[f"{name}.weight"] = rng.normal(0.0, std, (3, cin, k, k)).astype(np.float32)
         weights[f"{name}.bias"] = np.zeros(3, np.float32)
     return weights
 

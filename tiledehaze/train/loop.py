@@ -17,7 +17,8 @@ import torch
 import yaml
 
 from ..errors import ConfigError
-from ..models.aodnet import LAYERS, Weights
+from ..models import aodnet
+from ..models.aodnet import Weights
 from ..models.aodnet_torch import AODNetModule
 from . import checkpoint, history
 from .augment import AugmentConfig
@@ -72,13 +73,8 @@ class TrainResult:
 
 
 def init_weights(seed: int, std: float = 0.02) -> Weights:
-    """Kernels from normal(0, ``std``) as in the paper, zero biases."""
-    rng = np.random.default_rng([seed, 0x0A0D])
-    weights: Weights = {}
-    for name, cin, k in LAYERS:
-        weights[f"{name}.weight"] = rng.normal(0.0, std, (3, cin, k, k)).astype(np.float32)
-        weights[f"{name}.bias"] = np.zeros(3, np.float32)
-    return weights
+    """The paper's initialisation, drawn from a stream of its own for this training seed."""
+    return aodnet.init_weights(std=std, rng=np.random.default_rng([seed, 0x0A0D]))
 
 
 def _nchw(batch: np.ndarray) -> torch.Tensor:
