@@ -42,7 +42,7 @@ def _motorcycle(index: int) -> Callable[[], np.ndarray]:
     return load
 
 
-#: colour photographs shipped inside scikit-image (no download). ``cat`` is ``chelsea`` again.
+#: photographs shipped inside scikit-image (no download). ``cat`` is ``chelsea`` again.
 BUILTIN_IMAGES: dict[str, Callable[[], np.ndarray]] = {
     "astronaut": _skimage("astronaut"),
     "chelsea": _skimage("chelsea"),
@@ -53,6 +53,14 @@ BUILTIN_IMAGES: dict[str, Callable[[], np.ndarray]] = {
     "retina": _skimage("retina"),
     "motorcycle_left": _motorcycle(0),
     "motorcycle_right": _motorcycle(1),
+    # grey photographs and textures (used as neutral RGB): texture statistics and no colour to cast
+    "camera": _skimage("camera"),
+    "coins": _skimage("coins"),
+    "moon": _skimage("moon"),
+    "text": _skimage("text"),
+    "grass": _skimage("grass"),
+    "gravel": _skimage("gravel"),
+    "brick": _skimage("brick"),
 }
 
 
