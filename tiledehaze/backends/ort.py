@@ -100,6 +100,10 @@ class OnnxRuntimeBackend(Backend):
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.device == "cpu":
+            # Pre-planned memory patterns keep every intermediate of a 1024^2 tile alive at once
+            # (about 160 MB more peak memory) for no measurable speed-up on this model.
+            opts.enable_mem_pattern = False
         opts.log_severity_level = 3
         graph = network.to_onnx(self.precision)
         if self.precision == "fp16":
