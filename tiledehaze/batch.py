@@ -226,8 +226,8 @@ def output_relpath(relpath: str, format: str | None) -> str:
     return stem + FORMAT_EXTENSIONS[format]
 
 
-def peek_megapixels(path: str | Path) -> float | None:
-    """Declared size from the header, without decoding pixels; None when the header is unreadable."""
+def _peek_header(path: str | Path) -> tuple[int, int, int, int, bool] | None:
+    """(width, height, channels, bytes per sample, streamed) from the header, without decoding pixels."""
     try:
         with open(path, "rb") as f:
             head = f.read(4)
@@ -236,13 +236,20 @@ def peek_megapixels(path: str | Path) -> float | None:
 
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages.first
-                return page.imagelength * page.imagewidth / 1e6
+                return (page.imagewidth, page.imagelength, page.samplesperpixel,
+                        page.dtype.itemsize if page.dtype else 1, True)
         from PIL import Image
 
         with Image.open(path) as im:
-            return im.size[0] * im.size[1] / 1e6
+            return (*im.size, len(im.getbands()), 2 if im.mode.startswith("I") else 1, False)
     except Exception:
         return None
+
+
+def peek_megapixels(path: str | Path) -> float | None:
+    """Declared size from the header, without decoding pixels; None when the header is unreadable."""
+    header = _peek_header(path)
+    return None if header is None else header[0] * header[1] / 1e6
 
 
 def estimate_job_memory(width: int, height: int, *, channels: int = 3, itemsize: int = 1,
@@ -257,25 +264,12 @@ def estimate_job_memory(width: int, height: int, *, channels: int = 3, itemsize:
 
 
 def _peek_memory(path: str, tile: int | None, overlap: int | None) -> int:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-        if head[:2] in (b"II", b"MM"):
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                page = tif.pages.first
-                return estimate_job_memory(page.imagewidth, page.imagelength, channels=page.samplesperpixel,
-                                           itemsize=page.dtype.itemsize if page.dtype else 1, whole=False,
-                                           tile=tile, overlap=overlap or 32)
-        from PIL import Image
-
-        with Image.open(path) as im:
-            return estimate_job_memory(*im.size, channels=len(im.getbands()),
-                                       itemsize=2 if im.mode.startswith("I") else 1, tile=tile,
-                                       overlap=overlap or 32)
-    except Exception:
+    header = _peek_header(path)
+    if header is None:
         return _RUNTIME_BYTES
+    width, height, channels, itemsize, streamed = header
+    return estimate_job_memory(width, height, channels=channels, itemsize=itemsize, whole=not streamed,
+                               tile=tile, overlap=overlap or 32)
 
 
 # ---------------------------------------------------------------------------- manifest
