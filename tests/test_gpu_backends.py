@@ -172,31 +172,43 @@ def test_torch_cuda_out_of_memory_backs_off_on_a_real_gpu(network, caplog):
     assert "out of device memory" in caplog.text
 
 
-def test_the_cuda_code_path_bookkeeping_runs_on_the_cpu_with_stand_in_streams(monkeypatch, network, tiles,
-                                                                              reference):
-    """Slot rotation, pinned-buffer reuse and in-flight results, exercised without a GPU."""
+class _StandInStream:
+    """A CUDA stream for running GPU code paths on the CPU."""
+
+    cuda_stream = 1234
+
+    def synchronize(self):
+        pass
+
+
+class _StandInEvent:
+    def __init__(self, **flags):
+        pass
+
+    def record(self, stream):
+        pass
+
+    def synchronize(self):
+        pass
+
+
+@pytest.fixture
+def stand_in_cuda(monkeypatch):
+    """torch.cuda device scopes, streams and events that do nothing; returns the stream class."""
     import contextlib
 
+    monkeypatch.setattr(torch.cuda, "device", lambda d: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "Event", _StandInEvent)
+    return _StandInStream
+
+
+def test_the_cuda_code_path_bookkeeping_runs_on_the_cpu_with_stand_in_streams(stand_in_cuda, network, tiles,
+                                                                              reference):
+    """Slot rotation, pinned-buffer reuse and in-flight results, exercised without a GPU."""
     from tiledehaze.backends.torch_backend import TorchBackend, _Slot
 
-    class Stream:
-        cuda_stream = 0
-
-        def synchronize(self):
-            pass
-
-    class Event:
-        def __init__(self, **flags):
-            pass
-
-        def record(self, stream):
-            pass
-
-        def synchronize(self):
-            pass
-
-    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
-    monkeypatch.setattr(torch.cuda, "Event", Event)
+    Stream = stand_in_cuda
     backend = TorchBackend(network, device="cpu", threads=1)
     backend.on_gpu, backend.dtype = True, torch.float32
     backend._slots, backend._next = [_Slot(torch, Stream(), pin=False) for _ in range(2)], 0
@@ -209,13 +221,12 @@ def test_the_cuda_code_path_bookkeeping_runs_on_the_cpu_with_stand_in_streams(mo
     np.testing.assert_allclose(backend.run(tiles[:2]), reference[:2], atol=2e-5)
 
 
-def test_the_tensorrt_run_path_runs_on_the_cpu_with_a_stand_in_engine(monkeypatch, network, tiles, reference,
-                                                                      tmp_path):
+def test_the_tensorrt_run_path_runs_on_the_cpu_with_a_stand_in_engine(monkeypatch, stand_in_cuda, network, tiles,
+                                                                      reference, tmp_path):
     """Shapes, tensor addresses, profile growth and slot reuse of the TensorRT backend, without a GPU.
 
     The stand-in execution context reads and writes the very addresses the backend hands it.
     """
-    import contextlib
     import ctypes
     import types
 
@@ -268,26 +279,8 @@ def test_the_tensorrt_run_path_runs_on_the_cpu_with_a_stand_in_engine(monkeypatc
             ctx.profile = self.profile
             return ctx
 
-    class Stream:
-        cuda_stream = 1234
-
-        def synchronize(self):
-            pass
-
-    class Event:
-        def __init__(self, **flags):
-            pass
-
-        def record(self, stream):
-            pass
-
-        def synchronize(self):
-            pass
-
+    Stream = stand_in_cuda
     built = []
-    monkeypatch.setattr(torch.cuda, "device", lambda d: contextlib.nullcontext())
-    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
-    monkeypatch.setattr(torch.cuda, "Event", Event)
     monkeypatch.setattr(trt_backend, "engine_spec", lambda onnx, profile, precision, index: engine_cache.EngineSpec(
         "0" * 64, "10.0", "stand-in", (9, 0), profile, precision))
     monkeypatch.setattr(trt_backend, "load_or_build",

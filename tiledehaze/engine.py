@@ -47,30 +47,28 @@ def restore_bands(reader: Reader, model: Model, plan: TilePlan, *, batch: int | 
     state = model.global_state(to_unit_rgb(reader.overview(), layout)) if model.needs_overview else {}
     batch = max(1, batch or model.preferred_batch)
     width = info.width
+    # rows shared with the next tile row, already holding this row's weighted share
     carry = np.zeros((0, width, 3), np.float32)
-    emitted = 0
     with ThreadPoolExecutor(1, thread_name_prefix="tiledehaze-read") as pool:
         pending = pool.submit(reader.read, *plan.rows[0])
         for r, (y0, y1) in enumerate(plan.rows):
             band = pending.result()
             if r + 1 < len(plan.rows):
                 pending = pool.submit(reader.read, *plan.rows[r + 1])
-            acc = np.zeros((y1 - emitted, width, 3), np.float32)
+            acc = np.zeros((y1 - y0, width, 3), np.float32)
             acc[: len(carry)] = carry
-            _blend_row(acc, y0 - emitted, band, layout, model, state, plan, r, batch, progress)
-            final = plan.final_after_row(r)
-            done = final - emitted
+            _blend_row(acc, band, layout, model, state, plan, r, batch, progress)
+            # rows above the next tile row's start are complete; everything above y0 already went out
+            done = plan.final_after_row(r) - y0
             carry = acc[done:].copy()
-            yield emitted, from_unit_rgb(acc[:done], band[emitted - y0: final - y0], layout, inplace=True)
+            yield y0, from_unit_rgb(acc[:done], band[:done], layout, inplace=True)
             del acc
-            emitted = final
 
 
-def _blend_row(acc: np.ndarray, offset: int, band: np.ndarray, layout, model: Model, state: dict,
+def _blend_row(acc: np.ndarray, band: np.ndarray, layout, model: Model, state: dict,
                plan: TilePlan, r: int, batch: int, progress: Progress | None) -> None:
-    """Infer every tile of row ``r`` and add it, feathered, into ``acc``."""
+    """Infer every tile of row ``r`` and add it, feathered, into ``acc`` (the same rows as ``band``)."""
     wy = plan.row_weights[r]
-    height = band.shape[0]
     cols = range(len(plan.cols))
     chunks = [cols[start:start + batch] for start in range(0, len(cols), batch)]
     stacks = (_tiles(band, layout, [plan.cols[c] for c in chunk]) for chunk in chunks)
@@ -79,7 +77,7 @@ def _blend_row(acc: np.ndarray, offset: int, band: np.ndarray, layout, model: Mo
     for chunk, out in zip(chunks, results):
         for k, c in enumerate(chunk):
             x0, x1 = plan.cols[c]
-            accumulate(acc[offset:offset + height, x0:x1], out[k], wy, plan.col_weights[c])
+            accumulate(acc[:, x0:x1], out[k], wy, plan.col_weights[c])
         if progress is not None:
             progress(len(chunk))
 
