@@ -38,6 +38,18 @@ def test_overrides_reach_nested_keys_and_unknown_keys_are_refused():
         load_config(None, ["optim=3"])
 
 
+def test_cosine_schedule_decays_the_learning_rate_and_constant_keeps_it(tiny_config, tmp_path):
+    cosine = train(tiny_config("num_epochs=4", "optim.lr=1e-3", "optim.schedule=cosine"), out_dir=tmp_path / "c")
+    lrs = [row["lr"] for row in cosine.history]
+    assert all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[0] < 1e-3 and lrs[-1] < 0.05 * 1e-3
+    # 4 steps an epoch: the last step of epoch 2 is step 7 of 16 (counting from 0)
+    assert lrs[1] == pytest.approx(0.5e-3 * (1 + np.cos(np.pi * 7 / 16)), rel=1e-6)
+    constant = train(tiny_config("num_epochs=2", "optim.lr=1e-3"), out_dir=tmp_path / "k")
+    assert [row["lr"] for row in constant.history] == [1e-3, 1e-3]
+    with pytest.raises(ConfigError):
+        train(tiny_config("optim.schedule=linear"), out_dir=tmp_path / "x")
+
+
 def test_a_run_writes_checkpoints_metrics_and_curves(tiny_config, tmp_path):
     result = train(tiny_config(), out_dir=tmp_path)
     for name in ("best.safetensors", "last.safetensors", "last_state.pt", "config.yaml", "metrics.csv",

@@ -94,6 +94,38 @@ def test_synthesized_pairs_are_valid_haze(with_map):
         assert np.all(a.mean(0) >= lo * (1 - cfg.tint) - 1e-4) and np.all(a.mean(0) <= hi + 1e-4)
 
 
+def test_wavelength_dependent_haze_is_densest_in_blue():
+    rng = np.random.default_rng(9)
+    clear = np.full((16, 16, 3), 0.2, np.float32)
+    depth = np.full((16, 16), 0.8, np.float32)
+    p = synth.HazeParams(beta=1.0, airlight=np.full(3, 0.9, np.float32), depth_max=1.0, depth_model="uniform",
+                         angstrom=1.3)
+    beta = p.channel_beta()
+    assert beta[2] > beta[1] > beta[0] and beta[1] == pytest.approx(1.0)  # Angstrom's law, relative to green
+    hazy, t = synth.add_haze(clear, depth, beta=beta, airlight=0.9)
+    assert t.shape == (16, 16, 3)
+    np.testing.assert_allclose(t[0, 0], np.exp(-beta * 0.8), rtol=1e-5)
+    assert hazy[0, 0, 2] > hazy[0, 0, 1] > hazy[0, 0, 0]  # distant grey turns blue-grey
+    grey = synth.SynthConfig.from_dict({"angstrom": [0.0, 0.0]})
+    for _ in range(5):  # without the option every channel sees the same transmission
+        _, t = synth.synthesize(clear, rng, grey)
+        assert t.ndim == 2
+
+
+def test_airlight_gradient_and_scene_scale_shape_the_haze():
+    rng = np.random.default_rng(10)
+    field = synth.airlight_field((40, 60), np.full(3, 0.8, np.float32), 0.15, rng)
+    assert field.shape == (40, 60, 3)
+    assert field.min() >= 0.8 * 0.85 - 1e-6 and field.max() <= 0.8 * 1.15 + 1e-6 and np.ptp(field) > 0
+    # a patch of a 10x larger scene sees a tenth of the scene's depth range, not all of it
+    ramp = synth.ramp_depth((48, 48), rng)
+    window = synth._scene_window(ramp, 10.0, rng)
+    assert window.shape == (48, 48) and np.ptp(window) < 0.5 * np.ptp(ramp)
+    assert synth._scene_window(ramp, 1.0, rng) is ramp
+    layers = synth.layers_depth((64, 64), rng)
+    assert layers.max() == pytest.approx(1.0, abs=1e-3) and layers.min() < 0.81  # nearer objects in front
+
+
 def test_depth_models_are_normalised():
     rng = np.random.default_rng(3)
     for model in synth.PROCEDURAL_DEPTHS:
@@ -125,6 +157,25 @@ def test_bad_synthesis_options_are_refused():
         synth.SynthConfig.from_dict({"beta": [1.6, 0.4]})
     with pytest.raises(ConfigError):
         synth.SynthConfig.from_dict({"betta": [0.4, 1.6]})
+    with pytest.raises(ConfigError):
+        synth.SynthConfig.from_dict({"scene_scale": [0.5, 2.0]})
+    with pytest.raises(ConfigError):
+        synth.SynthConfig.from_dict({"airlight_gradient": 1.5})
+    with pytest.raises(ConfigError):
+        synth.SynthConfig.from_dict({"beta_scale": "log", "beta": [0.0, 2.0]})
+    with pytest.raises(ConfigError):
+        synth.SynthConfig.from_dict({"beta_scale": "cubic"})
+
+
+def test_log_uniform_beta_draws_as_many_light_hazes_as_dense_ones():
+    rng = np.random.default_rng(11)
+    cfg = synth.SynthConfig.from_dict({"beta": [0.01, 1.0], "beta_scale": "log"})
+    betas = np.array([synth.draw_params(rng, cfg, has_map=False).beta for _ in range(4000)])
+    assert betas.min() >= 0.01 and betas.max() <= 1.0
+    assert np.mean(betas < 0.1) == pytest.approx(0.5, abs=0.03)  # the geometric middle of the range
+    linear = synth.SynthConfig.from_dict({"beta": [0.01, 1.0]})
+    betas = np.array([synth.draw_params(rng, linear, has_map=False).beta for _ in range(4000)])
+    assert np.mean(betas < 0.1) == pytest.approx(0.09, abs=0.03)
 
 
 def test_augmentation_keeps_hazy_clear_and_depth_aligned():
@@ -178,3 +229,20 @@ def test_channel_shuffle_permutes_colour_images_alike_and_leaves_depth_alone():
         assert sorted(order) == [0, 1, 2]
         seen.add(order)
     assert len(seen) > 1
+
+
+def test_greyscale_turns_colour_images_grey_alike_and_leaves_depth_alone():
+    rng = np.random.default_rng(8)
+    clear = rng.random((20, 20, 3), dtype=np.float32)
+    hazy = 0.5 * clear + 0.4
+    depth = rng.random((20, 20), dtype=np.float32)
+    cfg = A.AugmentConfig(hflip=0, vflip=0, rot90=0, ssr_prob=0, jitter_prob=0, greyscale=1.0)
+    h, c, d = A.augment([hazy, clear, depth], rng, cfg, colour=(0, 1))
+    luma = clear @ np.array([0.299, 0.587, 0.114], np.float32)
+    for ch in range(3):
+        np.testing.assert_allclose(c[..., ch], luma, atol=1e-6)
+    np.testing.assert_allclose(h, 0.5 * c + 0.4, atol=1e-6)  # the pair stays a consistent pair
+    np.testing.assert_array_equal(d, depth)
+    off = A.augment([hazy, clear, depth], rng, A.AugmentConfig(hflip=0, vflip=0, rot90=0, ssr_prob=0,
+                                                               jitter_prob=0, greyscale=0.0), colour=(0, 1))
+    np.testing.assert_array_equal(off[1], clear)

@@ -42,6 +42,8 @@ class AugmentConfig:
     channel_gain: float = 0.03
     #: probability of permuting the colour channels (removes the colour bias of a small image set)
     channel_shuffle: float = 0.0
+    #: probability of turning the colour images grey (luma, Rec. 601), for monochrome scans
+    greyscale: float = 0.0
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> "AugmentConfig":
@@ -159,9 +161,15 @@ def shuffle_channels(images: Sequence[np.ndarray], rng: np.random.Generator) -> 
     return [np.ascontiguousarray(im[..., order]) for im in images]
 
 
+def to_grey(images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Rec. 601 luma of each RGB image, repeated over the three channels."""
+    luma = np.array([0.299, 0.587, 0.114], np.float32)
+    return [np.ascontiguousarray(np.repeat((im @ luma)[..., None], 3, axis=-1)) for im in images]
+
+
 def augment(arrays: Sequence[np.ndarray], rng: np.random.Generator, cfg: AugmentConfig, *,
             colour: Sequence[int] = (0,)) -> list[np.ndarray]:
-    """Flips, rotations, shift-scale-rotate, channel shuffle and colour jitter (on the arrays indexed by ``colour``)."""
+    """Flips, rotations, shift-scale-rotate, channel shuffle, colour jitter and greyscale (on the arrays indexed by ``colour``)."""
     out = flip_rotate(arrays, rng, hflip=cfg.hflip, vflip=cfg.vflip, rot90=cfg.rot90)
     if rng.random() < cfg.ssr_prob:
         out = shift_scale_rotate(out, rng, shift=cfg.ssr_shift, scale=cfg.ssr_scale, rotate=cfg.ssr_rotate)
@@ -173,5 +181,8 @@ def augment(arrays: Sequence[np.ndarray], rng: np.random.Generator, cfg: Augment
                                 contrast=cfg.contrast, saturation=cfg.saturation,
                                 channel_gain=cfg.channel_gain)
         for i, im in zip(colour, jittered):
+            out[i] = im
+    if colour and cfg.greyscale > 0 and rng.random() < cfg.greyscale:
+        for i, im in zip(colour, to_grey([out[i] for i in colour])):
             out[i] = im
     return out

@@ -25,7 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "samples_per_epoch": 12000,
     "loss": "mse",
     "init_std": 0.02,
-    "optim": {"name": "adam", "lr": 1.0e-4, "weight_decay": 1.0e-4, "grad_clip_norm": 0.1},
+    "optim": {"name": "adam", "lr": 1.0e-4, "weight_decay": 1.0e-4, "grad_clip_norm": 0.1,
+              "schedule": "constant"},
     "data": {
         "source": "synthetic",
         "clean_images": ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
@@ -38,10 +39,15 @@ DEFAULTS: dict[str, Any] = {
     },
     "synthesis": {
         "beta": [0.4, 1.6],
+        "beta_scale": "linear",
         "airlight": [0.6, 1.0],
         "tint": 0.05,
         "depth_max": [0.7, 1.3],
-        "depth_weights": {"ramp": 1.0, "noise": 1.0, "mix": 1.0, "uniform": 1.0, "map": 2.0},
+        "depth_weights": {"ramp": 1.0, "noise": 1.0, "mix": 1.0, "uniform": 1.0, "layers": 0.0, "map": 2.0},
+        "angstrom": [0.0, 0.0],
+        "airlight_gradient": 0.0,
+        "scene_scale": [1.0, 1.0],
+        "near": [0.0, 0.7],
     },
     "augment": {
         "from_epoch": 2,
@@ -61,6 +67,7 @@ DEFAULTS: dict[str, Any] = {
         "saturation": 0.2,
         "channel_gain": 0.03,
         "channel_shuffle": 0.0,
+        "greyscale": 0.0,
     },
     "guard": {
         "check_every": 200,

@@ -119,6 +119,8 @@ def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: boo
     out.mkdir(parents=True, exist_ok=True)
     if cfg["loss"] != "mse" or cfg["optim"]["name"] != "adam" or cfg["model"] != "aodnet":
         raise ConfigError("this trainer supports model 'aodnet', loss 'mse' and optim 'adam'")
+    if cfg["optim"].get("schedule", "constant") not in ("constant", "cosine"):
+        raise ConfigError("optim.schedule must be 'constant' or 'cosine'")
     seed = int(cfg["seed"])
     chash = config_hash(cfg)
     torch.set_num_threads(int(cfg["threads"]))
@@ -164,6 +166,8 @@ def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: boo
     bs = int(cfg["train_batch_size"])
     steps = max(1, int(cfg["samples_per_epoch"]) // bs)
     check_every, log_every = int(g["check_every"]), int(cfg["log_every"])
+    base_lr, cosine = float(opt_cfg["lr"]), opt_cfg.get("schedule", "constant") == "cosine"
+    total_steps = steps * int(cfg["num_epochs"])
     log.info("training %d epochs x %d steps of %d patches of %d px; hazy validation input %.2f dB / SSIM %.4f",
              int(cfg["num_epochs"]), steps, bs, patch, hazy_psnr, hazy_ssim)
 
@@ -174,6 +178,11 @@ def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: boo
         progress.start_epoch(epoch, steps)
         losses = []
         for step in range(1, steps + 1):
+            if cosine:  # decays to 0 over the run; the guard's reductions still apply
+                done = (epoch - 1) * steps + step - 1
+                lr = base_lr * guard.lr_factor ** guard.recoveries * 0.5 * (1.0 + np.cos(np.pi * done / total_steps))
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
             hazy, clear = make_batch(train_src, bs, rng, epoch)
             x, target = _nchw(hazy), _nchw(clear)
             y, _ = _forward(model, x)

@@ -2,8 +2,15 @@
 
 A hazy image is ``I = J t + A (1 - t)`` with transmission ``t = exp(-beta d)`` (Koschmieder's
 law): ``J`` the clear scene, ``A`` the atmospheric light and ``d`` the scene depth. Depth comes
-from procedural fields (a ramp toward a horizon, smooth noise, mixes, uniform haze), from the
-colour-attenuation prior (Zhu et al. 2015) or from a real disparity map.
+from procedural fields (a ramp toward a horizon, smooth noise, mixes, uniform haze, nearer
+layers in front of a background), from the colour-attenuation prior (Zhu et al. 2015) or from
+a real disparity map.
+
+Optionally the haze is more like real haze than the textbook model: scattering that depends
+on the wavelength (Angstrom's law, so distant things turn blue-grey), an airlight that grows
+brighter toward one side of the scene, and procedural depth drawn over a scene several times
+larger than the training patch, so a patch sees the gentle depth changes of a real scene
+rather than a whole horizon in 48 pixels.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ import numpy as np
 from ..errors import ConfigError
 
 #: the procedural depth models; ``cap`` and ``disparity`` need a depth map from the caller
-PROCEDURAL_DEPTHS = ("ramp", "noise", "mix", "uniform")
+PROCEDURAL_DEPTHS = ("ramp", "noise", "mix", "uniform", "layers")
+#: centre wavelengths (nm) of the R, G and B primaries (CIE 1931 RGB)
+WAVELENGTHS_NM = np.array([700.0, 546.1, 435.8])
 DEPTH_MODELS = (*PROCEDURAL_DEPTHS, "map")
 
 
@@ -27,6 +36,10 @@ class SynthConfig:
 
     #: scattering coefficient; AOD-Net's paper used [0.4, 1.6]
     beta: tuple[float, float] = (0.4, 1.6)
+    #: draw beta uniformly ("linear") or log-uniformly ("log": as many light hazes as dense ones)
+    beta_scale: str = "linear"
+    #: a procedural depth field starts at a near depth drawn from this range (0: the patch reaches the camera)
+    near: tuple[float, float] = (0.0, 0.7)
     #: atmospheric light (grey level); AOD-Net's paper used [0.6, 1.0]
     airlight: tuple[float, float] = (0.6, 1.0)
     #: largest relative per-channel deviation of A from grey (a slightly tinted sky)
@@ -36,6 +49,12 @@ class SynthConfig:
     #: relative frequency of each depth model; ``map`` uses the image's own depth map
     depth_weights: dict[str, float] = field(
         default_factory=lambda: {"ramp": 1.0, "noise": 1.0, "mix": 1.0, "uniform": 1.0, "map": 2.0})
+    #: Angstrom exponent: beta_c = beta * (lambda_c / 546 nm) ** -exponent (0: grey fog; ~1.3: fine haze)
+    angstrom: tuple[float, float] = (0.0, 0.0)
+    #: the airlight changes by up to +-this fraction across the scene, along a random direction
+    airlight_gradient: float = 0.0
+    #: procedural depth is drawn over a scene this many times the patch side (1: the patch is the scene)
+    scene_scale: tuple[float, float] = (1.0, 1.0)
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> "SynthConfig":
@@ -45,7 +64,7 @@ class SynthConfig:
             raise ConfigError(f"unknown synthesis option(s): {', '.join(sorted(unknown))}")
         kw: dict[str, Any] = {}
         for key, value in cfg.items():
-            if key in ("beta", "airlight", "depth_max"):
+            if key in ("beta", "airlight", "depth_max", "angstrom", "scene_scale", "near"):
                 lo, hi = _range(value, key)
                 kw[key] = (lo, hi)
             elif key == "depth_weights":
@@ -54,6 +73,10 @@ class SynthConfig:
                     raise ConfigError(f"synthesis.depth_weights: models are {', '.join(DEPTH_MODELS)}, "
                                       "at least one with a positive weight")
                 kw[key] = {k: float(v) for k, v in value.items()}
+            elif key == "beta_scale":
+                if value not in ("linear", "log"):
+                    raise ConfigError("synthesis.beta_scale must be 'linear' or 'log'")
+                kw[key] = value
             else:
                 kw[key] = float(value)
         out = cls(**kw)
@@ -61,6 +84,10 @@ class SynthConfig:
             raise ConfigError("synthesis.tint must be in [0, 0.5)")
         if out.beta[0] < 0 or out.airlight[0] <= 0 or out.airlight[1] > 1.0 or out.depth_max[0] < 0:
             raise ConfigError("synthesis: need beta >= 0, 0 < airlight <= 1 and depth_max >= 0")
+        if out.beta_scale == "log" and out.beta[0] <= 0:
+            raise ConfigError("synthesis: a log-uniform beta needs beta > 0")
+        if out.scene_scale[0] < 1.0 or not 0.0 <= out.airlight_gradient < 1.0:
+            raise ConfigError("synthesis: need scene_scale >= 1 and 0 <= airlight_gradient < 1")
         return out
 
 
@@ -74,17 +101,21 @@ def _range(value: Any, key: str) -> tuple[float, float]:
     return lo, hi
 
 
-def add_haze(clear: np.ndarray, depth: np.ndarray, *, beta: float, airlight: float | np.ndarray
+def add_haze(clear: np.ndarray, depth: np.ndarray, *, beta: float | np.ndarray, airlight: float | np.ndarray
              ) -> tuple[np.ndarray, np.ndarray]:
     """Apply ``I = J t + A (1 - t)``, ``t = exp(-beta d)``; returns (hazy, t).
 
-    ``clear`` is float RGB (H, W, 3) in [0, 1], ``depth`` is (H, W) and non-negative,
-    ``airlight`` a scalar or one value per channel.
+    ``clear`` is float RGB (H, W, 3) in [0, 1], ``depth`` is (H, W) and non-negative. ``beta``
+    is a scalar or one value per channel; ``airlight`` a scalar, one value per channel or a
+    (H, W, 3) map. ``t`` is (H, W), or (H, W, 3) when beta differs per channel.
     """
-    t = np.exp(-float(beta) * np.maximum(depth, 0.0)).astype(np.float32)
-    a = np.asarray(airlight, np.float32).reshape(1, 1, -1)
-    hazy = clear * t[..., None] + a * (1.0 - t[..., None])
-    return np.clip(hazy, 0.0, 1.0).astype(np.float32), t
+    b = np.asarray(beta, np.float32)
+    d = np.maximum(depth, 0.0).astype(np.float32)[..., None]
+    t = np.exp(-b.reshape(1, 1, -1) * d).astype(np.float32)
+    a = np.asarray(airlight, np.float32)
+    a = a if a.ndim == 3 else a.reshape(1, 1, -1)
+    hazy = clear * t + a * (1.0 - t)
+    return np.clip(hazy, 0.0, 1.0).astype(np.float32), (t[..., 0] if b.size == 1 else t)
 
 
 def normalise(depth: np.ndarray) -> np.ndarray:
@@ -147,6 +178,19 @@ def disparity_depth(disparity: np.ndarray, *, percentile: float = 2.0) -> np.nda
     return normalise(1.0 / disp)
 
 
+def layers_depth(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A far background with one to three nearer objects (ellipses at constant depths) in front of it."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    depth = np.ones(shape, np.float32)
+    for _ in range(int(rng.integers(1, 4))):
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        ry, rx = rng.uniform(0.1, 0.5) * h, rng.uniform(0.1, 0.5) * w
+        inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1.0
+        depth[inside] = np.minimum(depth[inside], rng.uniform(0.0, 0.8))
+    return cv2.GaussianBlur(depth, (0, 0), max(0.5, 0.004 * max(h, w)))
+
+
 def random_depth(shape: tuple[int, int], rng: np.random.Generator, model: str) -> np.ndarray:
     """A procedural depth field in [0, 1] from one of :data:`PROCEDURAL_DEPTHS`."""
     if model == "ramp":
@@ -157,6 +201,8 @@ def random_depth(shape: tuple[int, int], rng: np.random.Generator, model: str) -
         return mix_depth(shape, rng)
     if model == "uniform":
         return np.ones(shape, np.float32)
+    if model == "layers":
+        return layers_depth(shape, rng)
     raise ConfigError(f"unknown depth model {model!r}; choose from {', '.join(PROCEDURAL_DEPTHS)}")
 
 
@@ -168,10 +214,21 @@ class HazeParams:
     airlight: np.ndarray  # (3,)
     depth_max: float
     depth_model: str
+    angstrom: float = 0.0
+
+    def channel_beta(self) -> np.ndarray:
+        """Scattering coefficient per RGB channel (Angstrom's law, relative to green)."""
+        return (self.beta * (WAVELENGTHS_NM / WAVELENGTHS_NM[1]) ** -self.angstrom).astype(np.float32)
+
+
+def _draw(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    """A uniform draw from ``bounds``; a fixed value (low == high) draws no random number."""
+    lo, hi = bounds
+    return float(lo) if lo == hi else float(rng.uniform(lo, hi))
 
 
 def draw_params(rng: np.random.Generator, cfg: SynthConfig, *, has_map: bool) -> HazeParams:
-    """Draw beta, a (slightly tinted) A, the depth scale and the depth model."""
+    """Draw beta, a (slightly tinted) A, the depth scale, the depth model and the Angstrom exponent."""
     models = [m for m, w in cfg.depth_weights.items() if w > 0 and (has_map or m != "map")]
     if not models:
         models = ["uniform"]
@@ -180,7 +237,35 @@ def draw_params(rng: np.random.Generator, cfg: SynthConfig, *, has_map: bool) ->
     a = rng.uniform(*cfg.airlight)
     tint = 1.0 + rng.uniform(-cfg.tint, cfg.tint, 3) if cfg.tint > 0 else np.ones(3)
     airlight = np.clip(a * tint, 0.0, 1.0).astype(np.float32)
-    return HazeParams(float(rng.uniform(*cfg.beta)), airlight, float(rng.uniform(*cfg.depth_max)), model)
+    lo, hi = cfg.beta
+    beta = float(np.exp(rng.uniform(np.log(lo), np.log(hi))) if cfg.beta_scale == "log" else rng.uniform(lo, hi))
+    return HazeParams(beta, airlight, float(rng.uniform(*cfg.depth_max)), model,
+                      _draw(rng, cfg.angstrom))
+
+
+def _scene_window(field_: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """A random window of 1/``scale`` of ``field_`` (a whole scene), resized back to its shape.
+
+    The procedural fields are smooth, so drawing the scene at patch resolution and enlarging a
+    window of it gives the same result as drawing a ``scale`` times larger scene, far faster.
+    """
+    if scale <= 1.0:
+        return field_
+    h, w = field_.shape[:2]
+    wh, ww = max(2, int(round(h / scale))), max(2, int(round(w / scale)))
+    y, x = int(rng.integers(0, h - wh + 1)), int(rng.integers(0, w - ww + 1))
+    return cv2.resize(np.ascontiguousarray(field_[y:y + wh, x:x + ww]), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def airlight_field(shape: tuple[int, int], airlight: np.ndarray, gradient: float, rng: np.random.Generator
+                   ) -> np.ndarray:
+    """A (H, W, 3) airlight that changes linearly by up to +-``gradient`` along a random direction."""
+    h, w = shape
+    angle = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    ramp = normalise(yy * np.sin(angle) + xx * np.cos(angle)) * 2.0 - 1.0
+    gain = 1.0 + rng.uniform(0.0, gradient) * ramp
+    return np.clip(gain[..., None] * airlight.reshape(1, 1, 3), 0.0, 1.0).astype(np.float32)
 
 
 def synthesize(clear: np.ndarray, rng: np.random.Generator, cfg: SynthConfig | None = None, *,
@@ -192,14 +277,20 @@ def synthesize(clear: np.ndarray, rng: np.random.Generator, cfg: SynthConfig | N
     """
     cfg = cfg or SynthConfig()
     p = draw_params(rng, cfg, has_map=depth_map is not None)
+    shape = clear.shape[:2]
+    scale = _draw(rng, cfg.scene_scale)
     if p.depth_model == "map":
         depth = np.asarray(depth_map, np.float32)
     else:
-        depth = random_depth(clear.shape[:2], rng, p.depth_model)
+        depth = _scene_window(random_depth(shape, rng, p.depth_model), scale, rng)
         if p.depth_model != "uniform":
             # a crop sees only part of the scene's depth range: start somewhere in [0, 1)
-            near = rng.uniform(0.0, 0.7)
+            near = rng.uniform(*cfg.near)
             depth = near + (1.0 - near) * depth
     if p.depth_model == "uniform":
         depth = depth * rng.uniform(0.1, 1.0)
-    return add_haze(clear, depth * p.depth_max, beta=p.beta, airlight=p.airlight)
+    airlight = p.airlight
+    if cfg.airlight_gradient > 0:
+        airlight = _scene_window(airlight_field(shape, p.airlight, cfg.airlight_gradient, rng), scale, rng)
+    beta = p.beta if p.angstrom == 0.0 else p.channel_beta()
+    return add_haze(clear, depth * p.depth_max, beta=beta, airlight=airlight)
