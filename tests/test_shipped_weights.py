@@ -5,6 +5,7 @@ import torch
 
 from tiledehaze.models.aodnet import DEFAULT_WEIGHTS, load_weights, read_metadata
 from tiledehaze.models.aodnet_torch import AODNetModule
+from tiledehaze.train import config_hash, load_config
 from tiledehaze.train.data import load_builtin
 from tiledehaze.train.metrics import psnr
 from tiledehaze.train.synth import add_haze, ramp_depth
@@ -18,6 +19,8 @@ def test_shipped_weights_load_and_say_how_they_were_made():
         assert key in meta, key
     assert float(meta["val_psnr"]) > float(meta["hazy_psnr"])
     assert (DEFAULT_WEIGHTS.parent / "README.md").is_file()
+    # the config file named in the metadata is the one the weights were trained with
+    assert config_hash(load_config(meta["training_config"])) == meta["config_hash"]
 
 
 def test_shipped_weights_remove_haze_from_a_held_out_image():

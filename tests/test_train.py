@@ -32,6 +32,11 @@ def test_overrides_reach_nested_keys_and_unknown_keys_are_refused():
     assert cfg["optim"]["lr"] == 3e-4 and cfg["synthesis"]["beta"] == [0.5, 1.0] and cfg["seed"] == 7
     assert config_hash(cfg) != config_hash(DEFAULTS)
     assert config_hash(load_config(None, ["output_dir=elsewhere"])) == config_hash(DEFAULTS)
+    # one depth model's weight changes alone; the others keep theirs
+    weights = load_config(None, ["synthesis.depth_weights.layers=1.0"])["synthesis"]["depth_weights"]
+    assert weights == {**DEFAULTS["synthesis"]["depth_weights"], "layers": 1.0}
+    with pytest.raises(ConfigError):
+        load_config(None, ["synthesis.depth_weights.fog=1.0"])
     with pytest.raises(ConfigError):
         load_config(None, ["optim.learning_rate=1"])
     with pytest.raises(ConfigError):

@@ -90,7 +90,7 @@ def merge(base: dict[str, Any], update: dict[str, Any], path: str = "") -> dict[
         where = f"{path}{key}"
         if key not in out:
             raise ConfigError(f"unknown config key {where!r}")
-        if isinstance(out[key], dict) and key != "depth_weights":
+        if isinstance(out[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key {where!r} is a section, not a value")
             out[key] = merge(out[key], value, where + ".")
