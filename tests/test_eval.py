@@ -130,3 +130,23 @@ def test_model_options_reach_the_model(tmp_path):
     write(tmp_path / "hazy" / "a.png", add_haze(clear_image()))
     report = evaluate(tmp_path / "hazy", models=["dcp"], model_options={"dcp": {"guided_radius": 5}})
     assert "r 5" in report.settings["models"]["dcp"]
+
+
+def test_yellow_shift_measures_a_colour_cast_and_is_reported(tmp_path):
+    from tiledehaze.evaluate import mean_b_star
+
+    grey = np.full((8, 8, 3), 0.5, np.float32)
+    yellowed = grey * np.array([1.05, 1.05, 0.85], np.float32)  # a warm cast: less blue
+    assert abs(mean_b_star(grey)) < 0.01
+    assert mean_b_star(yellowed) > 5 and mean_b_star(grey * np.array([0.9, 0.95, 1.1], np.float32)) < -5
+    write(tmp_path / "hazy" / "photo.png", add_haze(clear_image()))
+    report = evaluate(tmp_path / "hazy", models=["dcp"], out_dir=tmp_path / "out")
+    rows = {r.model: r for r in report.results}
+    assert rows["input"].yellow_shift == 0.0
+    import tiledehaze
+
+    hazy = read_image(tmp_path / "hazy" / "photo.png")
+    expected = mean_b_star(tiledehaze.restore(hazy, model="dcp")) - mean_b_star(hazy)
+    assert rows["dcp"].yellow_shift == pytest.approx(expected, abs=1e-3)
+    assert "yellow shift" in (tmp_path / "out" / "report.md").read_text()
+    assert "yellow_shift" in json.loads((tmp_path / "out" / "report.json").read_text())["summary"]["dcp"]

@@ -41,6 +41,8 @@ METRIC_SETTINGS: dict[str, Any] = {
     "ssim": ("skimage.metrics.structural_similarity(data_range=1.0, channel_axis=2, gaussian_weights=True, "
              "sigma=1.5, use_sample_covariance=False), mean over channels (Wang et al. 2004)"),
     "haze_score": f"mean dark channel (min over RGB, {HAZE_PATCH}x{HAZE_PATCH} min filter), lower = less haze",
+    "yellow_shift": ("mean CIELAB b* of the output minus that of the hazy input (OpenCV float Lab); "
+                     "> 0 = yellower, < 0 = bluer; dehazing may raise it by revealing colour, a cast raises it everywhere"),
     "time": "wall-clock seconds of tiledehaze.restore (tiled, default tile 1024), model already created",
 }
 _RESIDE_SUFFIX = re.compile(r"^(.*)_[0-9]+(?:\.[0-9]+)?$")
@@ -64,6 +66,7 @@ class Result:
     haze_before: float
     haze_after: float
     seconds: float | None
+    yellow_shift: float = 0.0
 
 
 @dataclass
@@ -78,7 +81,7 @@ class Report:
         for model in ["input", *self.models]:
             rows = [r for r in self.results if r.model == model]
             out[model] = {key: _mean([getattr(r, key) for r in rows])
-                          for key in ("psnr", "ssim", "haze_before", "haze_after", "seconds")}
+                          for key in ("psnr", "ssim", "haze_before", "haze_after", "yellow_shift", "seconds")}
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -86,15 +89,17 @@ class Report:
                         "results": [asdict(r) for r in self.results]})
 
     def to_markdown(self) -> str:
-        lines = ["| image | model | PSNR dB | SSIM | haze before | haze after | time s |", "|---|---|---|---|---|---|---|"]
+        lines = ["| image | model | PSNR dB | SSIM | haze before | haze after | yellow shift | time s |",
+                 "|---|---|---|---|---|---|---|---|"]
         for r in self.results:
             lines.append(f"| {r.image} | {r.model} | {_fmt(r.psnr, 2)} | {_fmt(r.ssim, 3)} | {r.haze_before:.3f} | "
-                         f"{r.haze_after:.3f} | {_fmt(r.seconds, 2)} |")
-        lines += ["", "Mean over images:", "", "| model | PSNR dB | SSIM | haze before | haze after | time s |",
-                  "|---|---|---|---|---|---|"]
+                         f"{r.haze_after:.3f} | {r.yellow_shift:+.1f} | {_fmt(r.seconds, 2)} |")
+        lines += ["", "Mean over images:", "",
+                  "| model | PSNR dB | SSIM | haze before | haze after | yellow shift | time s |",
+                  "|---|---|---|---|---|---|---|"]
         for model, m in self.summary().items():
             lines.append(f"| {model} | {_fmt(m['psnr'], 2)} | {_fmt(m['ssim'], 3)} | {_fmt(m['haze_before'], 3)} | "
-                         f"{_fmt(m['haze_after'], 3)} | {_fmt(m['seconds'], 2)} |")
+                         f"{_fmt(m['haze_after'], 3)} | {m['yellow_shift']:+.1f} | {_fmt(m['seconds'], 2)} |")
         lines += ["", "Settings:", ""] + [f"- {k}: {v}" for k, v in self.settings.items()]
         return "\n".join(lines) + "\n"
 
@@ -204,6 +209,12 @@ def haze_score(image: np.ndarray) -> float:
     return float(dark_channel(np.ascontiguousarray(image, np.float32), HAZE_PATCH).mean())
 
 
+def mean_b_star(image: np.ndarray) -> float:
+    """Mean CIELAB b* (blue-yellow axis) of a float RGB image in [0, 1]."""
+    lab = cv2.cvtColor(np.clip(np.ascontiguousarray(image, np.float32), 0.0, 1.0), cv2.COLOR_RGB2LAB)
+    return float(lab[..., 2].mean())
+
+
 def psnr(reference: np.ndarray, image: np.ndarray) -> float:
     from skimage.metrics import peak_signal_noise_ratio
 
@@ -275,7 +286,7 @@ def evaluate(hazy_dir: str | Path, clear_dir: str | Path | None = None, *, model
             if clear.shape != hazy.shape:
                 raise InputError(f"{pair.name}: clear image is {clear.shape[1]}x{clear.shape[0]}, hazy is "
                                  f"{hazy.shape[1]}x{hazy.shape[0]}; use --crop-clear top,bottom,left,right")
-        before = haze_score(hazy)
+        before, hazy_b = haze_score(hazy), mean_b_star(hazy)
         results.append(Result(pair.name, "input", psnr(clear, hazy) if clear is not None else None,
                               ssim(clear, hazy) if clear is not None else None, before, before, None))
         panels = [("hazy", hazy)]
@@ -285,7 +296,7 @@ def evaluate(hazy_dir: str | Path, clear_dir: str | Path | None = None, *, model
             seconds = time.perf_counter() - start
             results.append(Result(pair.name, name, psnr(clear, restored) if clear is not None else None,
                                   ssim(clear, restored) if clear is not None else None, before,
-                                  haze_score(restored), seconds))
+                                  haze_score(restored), seconds, mean_b_star(restored) - hazy_b))
             panels.append((name, restored))
             log.info("%s %s: %.2fs", pair.name, name, seconds)
         if clear is not None:
