@@ -214,12 +214,20 @@ def test_augmentation_switches_on_at_its_epoch():
     assert not cfg.active(2) and cfg.active(3)
 
 
-def test_channel_shuffle_permutes_colour_images_alike_and_leaves_depth_alone():
-    rng = np.random.default_rng(7)
+def _pair_with_depth(seed):
+    """rng, hazy, clear and depth for colour-only augmentation tests (hazy = 0.5 clear + 0.4)."""
+    rng = np.random.default_rng(seed)
     clear = rng.random((20, 20, 3), dtype=np.float32)
-    hazy = 0.5 * clear + 0.4
-    depth = rng.random((20, 20), dtype=np.float32)
-    cfg = A.AugmentConfig(hflip=0, vflip=0, rot90=0, ssr_prob=0, jitter_prob=0, channel_shuffle=1.0)
+    return rng, 0.5 * clear + 0.4, clear, rng.random((20, 20), dtype=np.float32)
+
+
+def _colour_only(**options):
+    return A.AugmentConfig(hflip=0, vflip=0, rot90=0, ssr_prob=0, jitter_prob=0, **options)
+
+
+def test_channel_shuffle_permutes_colour_images_alike_and_leaves_depth_alone():
+    rng, hazy, clear, depth = _pair_with_depth(7)
+    cfg = _colour_only(channel_shuffle=1.0)
     seen = set()
     for _ in range(20):
         h, c, d = A.augment([hazy, clear, depth], rng, cfg, colour=(0, 1))
@@ -232,17 +240,12 @@ def test_channel_shuffle_permutes_colour_images_alike_and_leaves_depth_alone():
 
 
 def test_greyscale_turns_colour_images_grey_alike_and_leaves_depth_alone():
-    rng = np.random.default_rng(8)
-    clear = rng.random((20, 20, 3), dtype=np.float32)
-    hazy = 0.5 * clear + 0.4
-    depth = rng.random((20, 20), dtype=np.float32)
-    cfg = A.AugmentConfig(hflip=0, vflip=0, rot90=0, ssr_prob=0, jitter_prob=0, greyscale=1.0)
-    h, c, d = A.augment([hazy, clear, depth], rng, cfg, colour=(0, 1))
+    rng, hazy, clear, depth = _pair_with_depth(8)
+    h, c, d = A.augment([hazy, clear, depth], rng, _colour_only(greyscale=1.0), colour=(0, 1))
     luma = clear @ np.array([0.299, 0.587, 0.114], np.float32)
     for ch in range(3):
         np.testing.assert_allclose(c[..., ch], luma, atol=1e-6)
     np.testing.assert_allclose(h, 0.5 * c + 0.4, atol=1e-6)  # the pair stays a consistent pair
     np.testing.assert_array_equal(d, depth)
-    off = A.augment([hazy, clear, depth], rng, A.AugmentConfig(hflip=0, vflip=0, rot90=0, ssr_prob=0,
-                                                               jitter_prob=0, greyscale=0.0), colour=(0, 1))
+    off = A.augment([hazy, clear, depth], rng, _colour_only(greyscale=0.0), colour=(0, 1))
     np.testing.assert_array_equal(off[1], clear)
