@@ -247,7 +247,8 @@ def _scene_window(field_: np.ndarray, scale: float, rng: np.random.Generator) ->
     """A random window of 1/``scale`` of ``field_`` (a whole scene), resized back to its shape.
 
     The procedural fields are smooth, so drawing the scene at patch resolution and enlarging a
-    window of it gives the same result as drawing a ``scale`` times larger scene, far faster.
+    window of it is close to drawing a ``scale`` times larger scene, and far faster; only the
+    edges of ``layers`` objects soften, by up to ``scale`` pixels.
     """
     if scale <= 1.0:
         return field_
