@@ -7,7 +7,7 @@ gives where there is no GPU or no TensorRT.
 
 from __future__ import annotations
 
-import threading
+import sys
 
 import numpy as np
 import pytest
@@ -206,13 +206,12 @@ def stand_in_cuda(monkeypatch):
 def test_the_cuda_code_path_bookkeeping_runs_on_the_cpu_with_stand_in_streams(stand_in_cuda, network, tiles,
                                                                               reference):
     """Slot rotation, pinned-buffer reuse and in-flight results, exercised without a GPU."""
-    from tiledehaze.backends.torch_backend import TorchBackend, _Slot
+    from tiledehaze.backends.streams import StreamRing
+    from tiledehaze.backends.torch_backend import TorchBackend
 
-    Stream = stand_in_cuda
-    backend = TorchBackend(network, device="cpu", threads=1)
-    backend.on_gpu, backend.dtype = True, torch.float32
-    backend._slots, backend._next = [_Slot(torch, Stream(), pin=False) for _ in range(2)], 0
-    backend._lock = threading.Lock()
+    ring = StreamRing(torch, "cpu", 2, make_stream=stand_in_cuda, pin=False)
+    backend = TorchBackend(network, device="cpu", threads=1, streams=ring)
+    assert backend.in_flight == 2
     first = [backend.submit(tiles[i:i + 1]) for i in range(3)]  # the third reuses slot 0
     second = backend.submit(tiles)  # buffers grow to the larger batch
     for i, handle in enumerate(first):
@@ -232,7 +231,7 @@ def test_the_tensorrt_run_path_runs_on_the_cpu_with_a_stand_in_engine(monkeypatc
 
     from tiledehaze.backends import engine_cache
     from tiledehaze.backends import tensorrt as trt_backend
-    from tiledehaze.backends.torch_backend import _Slot
+    from tiledehaze.backends.streams import StreamRing
 
     import onnxruntime as ort
 
@@ -287,14 +286,16 @@ def test_the_tensorrt_run_path_runs_on_the_cpu_with_a_stand_in_engine(monkeypatc
                         lambda runtime, onnx, spec, cache, **kw: (built.append(spec.profile) or Engine(spec.profile),
                                                                  True))
 
-    backend = object.__new__(trt_backend.TensorRTBackend)
-    backend.trt, backend.torch, backend.precision = trt, torch, "fp32"
-    backend.device, backend.tile, backend.preferred_batch = torch.device("cpu"), 64, 2
-    backend.onnx, backend.runtime, backend.workspace = b"", None, 0
-    backend.cache = engine_cache.EngineCache(tmp_path)
-    backend._slots, backend._next, backend._engines = [_Slot(torch, Stream(), pin=False) for _ in range(2)], 0, []
-    backend._lock = threading.Lock()
+    monkeypatch.setattr(trt_backend, "tensorrt_problem", lambda: None)
+    monkeypatch.setattr(trt_backend, "trt_logger", lambda: None)
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(**vars(trt), Runtime=lambda logger: None))
 
+    def make_backend(tile: int):
+        ring = StreamRing(torch, "cpu", 2, make_stream=Stream, pin=False)  # buffers live on the CPU
+        return trt_backend.TensorRTBackend(network, precision="fp32", tile=tile, batch=2, cache_dir=tmp_path,
+                                           streams=ring)
+
+    backend = make_backend(64)
     square = np.ascontiguousarray(tiles[:, :, :64])
     expected = OnnxRuntimeBackend(network, threads=1).run(square)
     handles = [backend.submit(square[i:i + 1]) for i in range(3)]  # 64x64: the planned engine
@@ -305,7 +306,7 @@ def test_the_tensorrt_run_path_runs_on_the_cpu_with_a_stand_in_engine(monkeypatc
     assert built[1] == engine_cache.profile_for((3, 3, 64, 96), tile=64, batch=2)
 
     # an engine prebuilt for smaller tiles than the backend's default is found and used
-    backend._engines, backend.tile = [], 256
+    backend = make_backend(256)
     small = engine_cache.make_profile(tile=64, batch=2)
     backend.cache.store(trt_backend.engine_spec(b"", small, "fp32", 0), b"prebuilt")
     backend.run(square[:2])

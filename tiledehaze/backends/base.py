@@ -9,12 +9,40 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..errors import BackendUnavailable
 from ..executor import Done, Pending
+
+if TYPE_CHECKING:
+    import torch
+
+
+@runtime_checkable
+class Network(Protocol):
+    """What a backend runs: a fully convolutional network in the two forms runtimes take.
+
+    Its ONNX graph has one input and one output, named :attr:`input_name` and
+    :attr:`output_name`, both float RGB laid out as ``layout`` says; an output pixel depends
+    only on input pixels at most :attr:`halo` away.
+    """
+
+    name: str
+    #: receptive-field radius in pixels
+    halo: int
+    #: the ONNX graph's input and output tensor names
+    input_name: str
+    output_name: str
+
+    def to_onnx(self, precision: str = "fp32", layout: str = "nchw") -> bytes:
+        """The serialized ONNX graph: ``precision`` fp32 or fp16, ``layout`` nchw or nhwc."""
+        ...
+
+    def to_torch(self) -> "torch.nn.Module":
+        """A torch module in eval mode on the CPU, taking and returning NCHW float tensors."""
+        ...
 
 
 class Backend(ABC):
@@ -70,7 +98,7 @@ def available_backends() -> list[BackendInfo]:
     return [_PROBES[name]() for name in AUTO_ORDER]
 
 
-def create_backend(name: str, network, **options) -> Backend:
+def create_backend(name: str, network: Network, **options) -> Backend:
     """Create backend ``name`` (or the fastest usable one for ``auto``) for ``network``."""
     if name == "auto":
         reasons = []

@@ -36,7 +36,7 @@ Shape = tuple[int, int, int, int]
 
 @dataclass(frozen=True)
 class Profile:
-    """An optimisation profile for the input ``hazy``: (batch, 3, height, width) bounds."""
+    """An optimisation profile for the network's input: (batch, 3, height, width) bounds."""
 
     min: Shape
     opt: Shape

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailable, ConfigError
-from .base import Backend, BackendInfo
+from .base import Backend, BackendInfo, Network
 from .cuda import has_module, nvidia_driver
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def with_float32_io(onnx_bytes: bytes) -> bytes:
     """Wrap an FP16 graph so that it takes and returns float32, casting on the device.
 
     The host then never converts pixels to float16 (slow in numpy) and the network still runs
-    in FP16 end to end. Input and output keep their names, ``hazy`` and ``dehazed``.
+    in FP16 end to end. Input and output keep their names.
     """
     import onnx
     from onnx import TensorProto, helper
@@ -54,16 +54,19 @@ def with_float32_io(onnx_bytes: bytes) -> bytes:
     return model.SerializeToString()
 
 
-def provider_list(device: str, *, device_id: int = 0, batch: int = GPU_BATCH, tile: int = 1024,
-                  cache_dir: Path | None = None) -> list:
-    """ONNX Runtime ``providers=`` for ``device`` (cpu, cuda or tensorrt), fastest first."""
+def provider_list(device: str, *, input_name: str, device_id: int = 0, batch: int = GPU_BATCH,
+                  tile: int = 1024, cache_dir: Path | None = None) -> list:
+    """ONNX Runtime ``providers=`` for ``device`` (cpu, cuda or tensorrt), fastest first.
+
+    ``input_name`` is the graph's input, which TensorRT's shape profile names.
+    """
     cuda = ("CUDAExecutionProvider", {"device_id": device_id})
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device == "cuda":
         return [cuda, "CPUExecutionProvider"]
     if device == "tensorrt":
-        shape = lambda n, side: f"hazy:{n}x3x{side}x{side}"  # noqa: E731
+        shape = lambda n, side: f"{input_name}:{n}x3x{side}x{side}"  # noqa: E731
         trt = {
             "device_id": device_id,
             "trt_profile_min_shapes": shape(1, 16),
@@ -79,7 +82,7 @@ def provider_list(device: str, *, device_id: int = 0, batch: int = GPU_BATCH, ti
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, network, *, threads: int | None = None, device: str | None = "cpu",
+    def __init__(self, network: Network, *, threads: int | None = None, device: str | None = "cpu",
                  precision: str | None = None, batch: int | None = None, tile: int = 1024,
                  cache_dir: str | os.PathLike | None = None, device_id: int = 0, **_: object):
         import onnxruntime as ort
@@ -93,6 +96,7 @@ class OnnxRuntimeBackend(Backend):
             raise BackendUnavailable(f"onnxruntime on {device}: {PROVIDERS[device]} is not installed "
                                      f"(pip install 'tiledehaze[gpu]' for onnxruntime-gpu)")
         self.device = device
+        self.input_name, self.output_name = network.input_name, network.output_name
         gpu = device != "cpu"
         self.precision = precision or ("fp16" if device == "tensorrt" else "fp32")
         self.threads = threads or default_threads()
@@ -123,7 +127,7 @@ class OnnxRuntimeBackend(Backend):
                 log.warning("not caching TensorRT engines: %s", reason)
                 trt_cache = None
         providers = provider_list(device, device_id=device_id, batch=self.preferred_batch, tile=tile,
-                                  cache_dir=trt_cache)
+                                  cache_dir=trt_cache, input_name=self.input_name)
         self.session = ort.InferenceSession(graph, opts, providers=providers)
         wanted = PROVIDERS[device]
         if self.session.get_providers()[0] != wanted:
@@ -133,11 +137,12 @@ class OnnxRuntimeBackend(Backend):
 
     def run(self, tiles: np.ndarray) -> np.ndarray:
         if self.layout == "nhwc":
-            (out,) = self.session.run(["dehazed"], {"hazy": np.ascontiguousarray(tiles, dtype=np.float32)})
-            return out
-        nchw = np.ascontiguousarray(tiles.transpose(0, 3, 1, 2), dtype=np.float32)
-        (out,) = self.session.run(["dehazed"], {"hazy": nchw})
-        return out.transpose(0, 2, 3, 1)
+            return self._run(np.ascontiguousarray(tiles, dtype=np.float32))
+        return self._run(np.ascontiguousarray(tiles.transpose(0, 3, 1, 2), dtype=np.float32)).transpose(0, 2, 3, 1)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        (out,) = self.session.run([self.output_name], {self.input_name: x})
+        return out
 
     def is_oom(self, exc: BaseException) -> bool:
         """ONNX Runtime reports CUDA allocation failures only in the message of a generic error."""

@@ -7,7 +7,7 @@ One optimisation profile spans batch 1..B and tile sides 16..T.
 
 Run: device buffers are torch CUDA tensors (``data_ptr()``), the engine runs with
 ``execute_async_v3`` on a non-default torch stream, and copies go through pinned host
-buffers, one set per stream (see :mod:`.torch_backend`). No pycuda.
+buffers, one set per stream (see :mod:`.streams`). No pycuda.
 
 Plans are only ever loaded from our own private cache directory (:mod:`.engine_cache`).
 """
@@ -27,7 +27,7 @@ from .base import Backend, BackendInfo
 from .cuda import gpu_identity, has_module, nvidia_driver, torch_cuda_problem
 from .engine_cache import (MIN_SIDE, PRECISIONS, EngineCache, EngineSpec, Profile, make_profile,
                            onnx_digest, profile_for)
-from .torch_backend import _CudaPending, _Slot
+from .streams import StreamRing
 
 log = logging.getLogger(__name__)
 
@@ -184,13 +184,18 @@ class _Engine:
 
 
 class TensorRTBackend(Backend):
-    """AOD-Net compiled by TensorRT; engines come from (and go to) the engine cache."""
+    """AOD-Net compiled by TensorRT; engines come from (and go to) the engine cache.
+
+    ``streams`` is how many CUDA streams keep batches in flight, or a ready
+    :class:`~.streams.StreamRing` (whose device then holds the buffers; tests hand one with
+    stand-in streams on the CPU).
+    """
 
     name = "tensorrt"
 
     def __init__(self, network, *, precision: str | None = None, tile: int = DEFAULT_TILE,
                  batch: int | None = None, cache_dir: str | os.PathLike | None = None,
-                 workspace: int = DEFAULT_WORKSPACE, device: str | None = None, streams: int = 2,
+                 workspace: int = DEFAULT_WORKSPACE, device: str | None = None, streams: int | StreamRing = 2,
                  **_: object):
         problem = tensorrt_problem()
         if problem is not None:
@@ -211,17 +216,20 @@ class TensorRTBackend(Backend):
         self.onnx = network.to_onnx(self.precision)
         with torch.cuda.device(self.device):
             self.runtime = trt.Runtime(trt_logger())
-            self._slots = [_Slot(torch, torch.cuda.Stream(self.device)) for _ in range(max(1, streams))]
-        self._next = 0
-        self.in_flight = len(self._slots)
-        self._lock = threading.Lock()  # slots rotate safely if several threads share the model
+            self.ring = streams if isinstance(streams, StreamRing) else StreamRing(torch, self.device, streams)
+        self.in_flight = len(self.ring)
         # Engines are loaded (or built) on first use, for the profile the tiles need: a run with
         # --tile 2048 then uses the engine 'tiledehaze engine build --tile 2048' made, and never
         # builds a 1024 one it does not need.
         self._engines: list[_Engine] = []
+        self._engines_lock = threading.Lock()  # one build per profile if several threads share the model
 
     def engine_for(self, shape: tuple[int, int, int, int]) -> _Engine:
         """An engine whose profile covers the NCHW ``shape``: loaded, cached or built on demand."""
+        with self._engines_lock:
+            return self._engine_for(shape)
+
+    def _engine_for(self, shape: tuple[int, int, int, int]) -> _Engine:
         for engine in self._engines:
             if engine.profile.covers(shape):
                 return engine
@@ -238,46 +246,31 @@ class TensorRTBackend(Backend):
 
     def submit(self, tiles: np.ndarray) -> Pending:
         """Queue ``tiles`` (N, H, W, 3) float32 on the GPU; ``result()`` waits and returns them restored."""
-        tiles = np.ascontiguousarray(tiles, dtype=np.float32)
-        with self._lock:
-            return self._enqueue(tiles)
-
-    def _enqueue(self, tiles: np.ndarray) -> Pending:
-        torch = self.torch
         n, h, w, _ = tiles.shape
+        engine = self.engine_for((n, 3, h, w))
+        return self.ring.submit(tiles, lambda index, stream, x: self._compute(engine, index, stream, x))
+
+    def _compute(self, engine: _Engine, index: int, stream, x):
+        torch = self.torch
+        n, h, w, _ = x.shape
         shape = (n, 3, h, w)
-        engine = self.engine_for(shape)
-        index = self._next
-        self._next = (self._next + 1) % len(self._slots)
-        slot = self._slots[index]
-        slot.retire()
-        host_in = slot.host("inp", tiles.shape)
-        np.copyto(host_in.numpy(), tiles)
-        with torch.cuda.device(self.device), torch.cuda.stream(slot.stream):
-            ctx = engine.context(index)
-            x = host_in.to(self.device, non_blocking=True)
-            x = x.permute(0, 3, 1, 2).to(engine.input_dtype, memory_format=torch.contiguous_format).contiguous()
-            y = torch.empty(shape, dtype=engine.output_dtype, device=self.device)
-            if not ctx.set_input_shape(engine.input_name, shape):
-                raise RuntimeError(f"TensorRT refused input shape {shape} (profile {engine.profile})")
-            ctx.set_tensor_address(engine.input_name, x.data_ptr())
-            ctx.set_tensor_address(engine.output_name, y.data_ptr())
-            if not ctx.execute_async_v3(slot.stream.cuda_stream):
-                raise RuntimeError("TensorRT failed to enqueue the engine (its log above says why)")
-            nhwc = y.permute(0, 2, 3, 1).to(torch.float32, memory_format=torch.contiguous_format).contiguous()
-            host_out = slot.host("out", tiles.shape)
-            host_out.copy_(nhwc, non_blocking=True)
-            done = torch.cuda.Event(blocking=True)  # waits without spinning: the CPU reads and writes meanwhile
-            done.record(slot.stream)
-        slot.pending = _CudaPending(done, host_out.numpy(), keepalive=(x, y, nhwc))
-        return slot.pending
+        ctx = engine.context(index)
+        x = x.permute(0, 3, 1, 2).to(engine.input_dtype, memory_format=torch.contiguous_format).contiguous()
+        y = torch.empty(shape, dtype=engine.output_dtype, device=x.device)
+        if not ctx.set_input_shape(engine.input_name, shape):
+            raise RuntimeError(f"TensorRT refused input shape {shape} (profile {engine.profile})")
+        ctx.set_tensor_address(engine.input_name, x.data_ptr())
+        ctx.set_tensor_address(engine.output_name, y.data_ptr())
+        if not ctx.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError("TensorRT failed to enqueue the engine (its log above says why)")
+        nhwc = y.permute(0, 2, 3, 1).to(torch.float32, memory_format=torch.contiguous_format).contiguous()
+        return nhwc, (x, y)
 
     def run(self, tiles: np.ndarray) -> np.ndarray:
         return self.submit(tiles).result()
 
     def release_memory(self) -> None:
-        for slot in self._slots:
-            slot.stream.synchronize()
+        self.ring.synchronize()
         self.torch.cuda.empty_cache()
 
     def describe(self) -> str:

@@ -1,15 +1,13 @@
 """PyTorch backend: CPU with channels_last, or CUDA with FP16, pinned buffers and own streams.
 
-On CUDA every batch goes through one of a few *slots*, each with its own stream and pinned
-host buffers: the host-to-device copy, the network and the device-to-host copy of one batch
-are queued on its stream and :meth:`TorchBackend.submit` returns at once, so the next batch
-can be stacked (and copied, on the next slot's stream) while this one runs.
+On CUDA every batch is queued on one of a few streams with pinned host buffers (a
+:class:`~.streams.StreamRing`): :meth:`TorchBackend.submit` returns at once, so the next batch
+can be stacked (and copied, on the next stream) while this one runs.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 
 import numpy as np
 
@@ -18,6 +16,7 @@ from ..executor import Done, Pending
 from .base import Backend, BackendInfo
 from .cuda import has_module, torch_cuda_problem
 from .ort import default_threads
+from .streams import StreamRing
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +25,17 @@ GPU_BATCH = 8
 
 
 class TorchBackend(Backend):
+    """AOD-Net (or any :class:`~.base.Network`) in torch.
+
+    ``streams`` is how many CUDA streams keep batches in flight, or a ready
+    :class:`~.streams.StreamRing`; a ring handed to a CPU backend runs the CUDA code path's
+    bookkeeping on the CPU (with stand-in streams, for tests).
+    """
+
     name = "torch"
 
     def __init__(self, network, *, threads: int | None = None, device: str | None = "auto",
-                 precision: str | None = None, batch: int | None = None, streams: int = 2, **_: object):
+                 precision: str | None = None, batch: int | None = None, streams: int | StreamRing = 2, **_: object):
         import torch
 
         self.torch = torch
@@ -38,12 +44,13 @@ class TorchBackend(Backend):
         self.device = torch.device(device)
         self.threads = threads or default_threads()
         self.on_gpu = self.device.type == "cuda"
+        self.ring: StreamRing | None = None
         if self.on_gpu:
             problem = torch_cuda_problem()
             if problem is not None:
                 raise BackendUnavailable(f"torch on {device}: {problem}")
             self.precision = precision or "fp16"
-            self._init_cuda(network, batch or GPU_BATCH, max(1, streams))
+            self._init_cuda(network, batch or GPU_BATCH, streams)
         elif self.device.type == "cpu":
             if precision not in (None, "fp32"):
                 raise ConfigError("torch on CPU runs fp32 only; use --backend onnxruntime for fp16 on CPU")
@@ -51,11 +58,14 @@ class TorchBackend(Backend):
             torch.set_num_threads(self.threads)
             self.module = network.to_torch().to(memory_format=torch.channels_last)
             self.preferred_batch = batch or 1
+            if isinstance(streams, StreamRing):
+                self.dtype = torch.float32
+                self._use_ring(streams)
         else:
             raise ConfigError(f"torch backend: unsupported device {device!r} (use cpu or cuda)")
 
     # -- CUDA -------------------------------------------------------------------------------
-    def _init_cuda(self, network, batch: int, streams: int) -> None:
+    def _init_cuda(self, network, batch: int, streams: "int | StreamRing") -> None:
         torch = self.torch
         if self.precision not in ("fp32", "fp16"):
             raise ConfigError(f"precision must be fp32 or fp16, not {self.precision!r}")
@@ -65,41 +75,28 @@ class TorchBackend(Backend):
                                             memory_format=torch.channels_last)
         self.preferred_batch = batch
         self.oom_errors = (torch.cuda.OutOfMemoryError,)
-        self._slots = [_Slot(torch, torch.cuda.Stream(self.device)) for _ in range(streams)]
-        self._next = 0
-        self.in_flight = streams
-        self._lock = threading.Lock()  # slots rotate safely if several threads share the model
+        self._use_ring(streams)
         torch.cuda.synchronize(self.device)  # weights are on the device before other streams read them
+
+    def _use_ring(self, streams: "int | StreamRing") -> None:
+        self.ring = streams if isinstance(streams, StreamRing) else StreamRing(self.torch, self.device, streams)
+        self.in_flight = len(self.ring)
 
     def submit(self, tiles: np.ndarray) -> Pending:
         """Queue ``tiles`` on the GPU; the returned handle's ``result()`` waits for them."""
-        if not self.on_gpu:
+        if self.ring is None:
             return Done(self.run(tiles))
-        tiles = np.ascontiguousarray(tiles, dtype=np.float32)
-        with self._lock:
-            return self._enqueue(tiles)
+        return self.ring.submit(tiles, self._compute)
 
-    def _enqueue(self, tiles: np.ndarray) -> Pending:
+    def _compute(self, index: int, stream, x):
         torch = self.torch
-        slot = self._slots[self._next]
-        self._next = (self._next + 1) % len(self._slots)
-        slot.retire()  # its pinned buffers are about to be reused
-        host_in = slot.host("inp", tiles.shape)
-        np.copyto(host_in.numpy(), tiles)
-        with torch.cuda.stream(slot.stream), torch.inference_mode():
-            x = host_in.to(self.device, non_blocking=True)
+        with torch.inference_mode():
             # NHWC memory viewed as NCHW is exactly channels_last: no copy, no transpose.
-            x = x.permute(0, 3, 1, 2).to(self.dtype)
-            y = self.module(x).permute(0, 2, 3, 1).to(torch.float32, memory_format=torch.contiguous_format)
-            host_out = slot.host("out", tiles.shape)
-            host_out.copy_(y, non_blocking=True)
-            done = torch.cuda.Event(blocking=True)  # waits without spinning: the CPU reads and writes meanwhile
-            done.record(slot.stream)
-        slot.pending = _CudaPending(done, host_out.numpy(), keepalive=(x, y))
-        return slot.pending
+            y = self.module(x.permute(0, 3, 1, 2).to(self.dtype))
+            return y.permute(0, 2, 3, 1).to(torch.float32, memory_format=torch.contiguous_format), ()
 
     def run(self, tiles: np.ndarray) -> np.ndarray:
-        if self.on_gpu:
+        if self.ring is not None:
             return self.submit(tiles).result()
         torch = self.torch
         # NHWC memory viewed as NCHW is exactly the channels_last layout: no copy.
@@ -111,8 +108,7 @@ class TorchBackend(Backend):
     def release_memory(self) -> None:
         """Wait for queued work and hand cached blocks back to the driver (after an OOM)."""
         if self.on_gpu:
-            for slot in self._slots:
-                slot.stream.synchronize()
+            self.ring.synchronize()
             self.torch.cuda.empty_cache()
 
     def describe(self) -> str:
@@ -120,46 +116,6 @@ class TorchBackend(Backend):
             name = self.torch.cuda.get_device_name(self.device)
             return f"torch {self.device} ({name}) {self.precision} channels_last, batch {self.preferred_batch}"
         return f"torch cpu channels_last ({self.threads} threads)"
-
-
-class _Slot:
-    """One CUDA stream with its pinned host buffers, grown on demand and reused."""
-
-    def __init__(self, torch, stream, *, pin: bool = True):
-        self.torch = torch
-        self.stream = stream
-        self.pin = pin
-        self.buffers: dict[str, object] = {}
-        self.pending: _CudaPending | None = None
-
-    def retire(self) -> None:
-        if self.pending is not None:
-            self.pending.result()  # keeps its own copy; the buffers are free afterwards
-            self.pending = None
-
-    def host(self, key: str, shape: tuple[int, ...]):
-        size = int(np.prod(shape))
-        buf = self.buffers.get(key)
-        if buf is None or buf.numel() < size:
-            buf = self.torch.empty(size, dtype=self.torch.float32, pin_memory=self.pin)
-            self.buffers[key] = buf
-        return buf[:size].view(shape)
-
-
-class _CudaPending:
-    def __init__(self, event, out: np.ndarray, keepalive: tuple):
-        self._event = event
-        self._out = out
-        self._keepalive = keepalive  # device tensors stay alive until the stream is past them
-        self._value: np.ndarray | None = None
-
-    def result(self) -> np.ndarray:
-        if self._value is None:
-            self._event.synchronize()
-            self._value = self._out.copy()  # the pinned buffer is reused by a later batch
-            self._out = None
-            self._keepalive = ()
-        return self._value
 
 
 def probe() -> BackendInfo:

@@ -26,6 +26,8 @@ LAYERS: tuple[tuple[str, int, int], ...] = (
 )
 #: Receptive-field radius: the sum of the kernels' radii, 0 + 1 + 2 + 3 + 1.
 HALO = sum(k // 2 for _, _, k in LAYERS)
+#: the ONNX graph's tensor names
+INPUT_NAME, OUTPUT_NAME = "hazy", "dehazed"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "aodnet.safetensors"
 
@@ -129,7 +131,8 @@ def to_onnx(weights: Weights, *, precision: str = "fp32", opset: int = 17, layou
             helper.make_node("Relu", [f"{name}.pre"], [name], name=f"{name}.relu"),
         ]
 
-    source, result = ("hazy", "dehazed") if layout == "nchw" else ("hazy.nchw", "dehazed.nchw")
+    source, result = ((INPUT_NAME, OUTPUT_NAME) if layout == "nchw"
+                      else (f"{INPUT_NAME}.nchw", f"{OUTPUT_NAME}.nchw"))
     nodes = [
         *conv("conv1", source, 1),
         *conv("conv2", "conv1", 3),
@@ -146,13 +149,13 @@ def to_onnx(weights: Weights, *, precision: str = "fp32", opset: int = 17, layou
     ]
     dims = ["batch", 3, "height", "width"]
     if layout == "nhwc":
-        nodes.insert(0, helper.make_node("Transpose", ["hazy"], [source], perm=[0, 3, 1, 2]))
-        nodes.append(helper.make_node("Transpose", [result], ["dehazed"], perm=[0, 2, 3, 1]))
+        nodes.insert(0, helper.make_node("Transpose", [INPUT_NAME], [source], perm=[0, 3, 1, 2]))
+        nodes.append(helper.make_node("Transpose", [result], [OUTPUT_NAME], perm=[0, 2, 3, 1]))
         dims = ["batch", "height", "width", 3]
     graph = helper.make_graph(
         nodes, "aodnet",
-        [helper.make_tensor_value_info("hazy", elem, dims)],
-        [helper.make_tensor_value_info("dehazed", elem, dims)],
+        [helper.make_tensor_value_info(INPUT_NAME, elem, dims)],
+        [helper.make_tensor_value_info(OUTPUT_NAME, elem, dims)],
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
@@ -163,10 +166,13 @@ def to_onnx(weights: Weights, *, precision: str = "fp32", opset: int = 17, layou
 
 
 class AODNet:
-    """The network as a backend sees it: weights plus the two forms backends can run."""
+    """The network as a backend sees it (a :class:`~tiledehaze.backends.base.Network`): weights
+    plus the two forms backends can run."""
 
     name = "aodnet"
     halo = HALO
+    input_name = INPUT_NAME
+    output_name = OUTPUT_NAME
 
     def __init__(self, weights: Weights):
         self.weights = check_weights(weights, "weights")
