@@ -32,7 +32,9 @@ import cv2
 import numpy as np
 
 from scripts.make_eval_set import add_haze
-from tiledehaze.evaluate import dehaze, match_pairs, psnr, read_image, ssim
+from tiledehaze.dataset import image_files, read_rgb
+from tiledehaze.evaluate import dehaze, match_pairs
+from tiledehaze.metrics import psnr, ssim
 from tiledehaze.models import create_model
 
 log = logging.getLogger("full_res_vs_shortcut")
@@ -58,12 +60,12 @@ def cases(args: argparse.Namespace):
     """(name, note, hazy, clear) for every requested image."""
     for folder in args.paired:
         for pair in match_pairs(folder / "hazy", folder / "clear"):
-            hazy, clear = read_image(pair.hazy), read_image(pair.clear)
+            hazy, clear = read_rgb(pair.hazy), read_rgb(pair.clear)
             yield f"{pair.name} (real pair)", f"{hazy.shape[1]}x{hazy.shape[0]} native", hazy, clear
     rng = np.random.default_rng(args.seed)
     sources: list[tuple[str, np.ndarray]] = []
     for folder in args.synth_from:
-        sources += [(p.stem, read_image(p)) for p in sorted(folder.iterdir()) if p.suffix.lower() in (".png", ".jpg")]
+        sources += [(p.stem, read_rgb(p)) for p in image_files(folder)]
     for name in args.skimage:
         from skimage import data
 

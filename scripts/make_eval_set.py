@@ -35,6 +35,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from tiledehaze.dataset import image_files, read_rgb
+
 log = logging.getLogger("make_eval_set")
 
 #: held-out colour photographs (skimage.data names) and greyscale ones (used as neutral RGB)
@@ -125,13 +127,6 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
         raise OSError(f"cannot write {path}")
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise OSError(f"cannot read {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder to write hazy/ and clear/ into")
@@ -144,9 +139,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sources = load_sources()
     for folder in args.extra_clear:
-        for p in sorted(folder.iterdir()):
-            if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
-                sources.setdefault(p.stem, read_rgb(p))
+        for p in image_files(folder):
+            sources.setdefault(p.stem, read_rgb(p))
     rng = np.random.default_rng(args.seed)
     for name, clear in sources.items():
         write_png(args.out / "clear" / f"{name}.png", clear)

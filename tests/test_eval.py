@@ -11,7 +11,8 @@ import pytest
 
 from tiledehaze.commands import eval as eval_command
 from tiledehaze.errors import InputError
-from tiledehaze.evaluate import clear_candidates, evaluate, match_pairs, parse_crop, read_image
+from tiledehaze.dataset import clear_candidates, read_rgb
+from tiledehaze.evaluate import evaluate, match_pairs, parse_crop
 
 
 def write(path, rgb: np.ndarray) -> None:
@@ -79,7 +80,7 @@ def test_eval_writes_json_markdown_and_grids_and_ranks_clear_above_hazy(tmp_path
     assert rows[("0001_0.9_0.2", "dcp")]["haze_after"] < rows[("0001_0.9_0.2", "dcp")]["haze_before"]
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| 0001_0.9_0.2 | dcp |" in md and "SSIM" in md
-    grid = read_image(tmp_path / "out" / "grids" / "0001_0.9_0.2.png")
+    grid = read_rgb(tmp_path / "out" / "grids" / "0001_0.9_0.2.png")
     assert grid.shape[1] > 4 * grid.shape[0] * 0.9  # hazy | dcp | aodnet | clear side by side
     assert report.summary()["dcp"]["psnr"] is not None
 
@@ -133,7 +134,7 @@ def test_model_options_reach_the_model(tmp_path):
 
 
 def test_yellow_shift_measures_a_colour_cast_and_is_reported(tmp_path):
-    from tiledehaze.evaluate import mean_b_star
+    from tiledehaze.metrics import mean_b_star
 
     grey = np.full((8, 8, 3), 0.5, np.float32)
     yellowed = grey * np.array([1.05, 1.05, 0.85], np.float32)  # a warm cast: less blue
@@ -145,7 +146,7 @@ def test_yellow_shift_measures_a_colour_cast_and_is_reported(tmp_path):
     assert rows["input"].yellow_shift == 0.0
     import tiledehaze
 
-    hazy = read_image(tmp_path / "hazy" / "photo.png")
+    hazy = read_rgb(tmp_path / "hazy" / "photo.png")
     expected = mean_b_star(tiledehaze.restore(hazy, model="dcp")) - mean_b_star(hazy)
     assert rows["dcp"].yellow_shift == pytest.approx(expected, abs=1e-3)
     assert "yellow shift" in (tmp_path / "out" / "report.md").read_text()

@@ -7,7 +7,7 @@ from tiledehaze.models.aodnet import DEFAULT_WEIGHTS, load_weights, read_metadat
 from tiledehaze.models.aodnet_torch import AODNetModule
 from tiledehaze.train import config_hash, load_config
 from tiledehaze.train.data import load_builtin
-from tiledehaze.train.metrics import psnr
+from tiledehaze.metrics import psnr
 from tiledehaze.train.synth import add_haze, ramp_depth
 
 
@@ -30,4 +30,4 @@ def test_shipped_weights_remove_haze_from_a_held_out_image():
         x = torch.from_numpy(hazy).permute(2, 0, 1)[None]
         out = AODNetModule.from_numpy(load_weights()).eval()(x)[0].permute(1, 2, 0).numpy()
     assert out.min() < 1.0 and out.mean() < hazy.mean()  # not white: the veil is taken away
-    assert psnr(out, clear) > psnr(hazy, clear)
+    assert psnr(clear, out) > psnr(clear, hazy)

@@ -7,8 +7,8 @@ import pytest
 from tiledehaze.errors import ConfigError
 from tiledehaze.train import augment as A
 from tiledehaze.train import synth
-from tiledehaze.train.data import (BUILTIN_IMAGES, clear_key, load_builtin, match_pairs, PairedSource,
-                                   split_pairs)
+from tiledehaze.dataset import clear_candidates
+from tiledehaze.train.data import BUILTIN_IMAGES, load_builtin, match_pairs, PairedSource, split_pairs
 
 
 def _write(path, value=128):
@@ -32,7 +32,7 @@ def test_same_stem_wins_over_reside_prefix(tmp_path):
     _write(tmp_path / "clear" / "27_outdoor.jpg")
     [(h, c)] = match_pairs(tmp_path / "hazy", tmp_path / "clear")
     assert c.name == h.name
-    assert clear_key("0001_0.8_0.2") == "0001" and clear_key("27_outdoor") == "27_outdoor"
+    assert clear_candidates("0001_0.8_0.2")[-1] == "0001" and clear_candidates("27_outdoor")[-1] == "27_outdoor"
 
 
 def test_held_out_split_keeps_every_hazy_version_with_its_clear_image(tmp_path):

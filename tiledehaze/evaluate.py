@@ -2,23 +2,20 @@
 
 Pairs are matched by file name: ``hazy/x.png`` pairs with ``clear/x.*``; failing that, RESIDE
 style suffixes are stripped one ``_<number>`` at a time (``0001_0.8_0.2.png`` -> ``0001_0.8`` ->
-``0001``). Per model and image the report holds PSNR and SSIM against the clear image (when
+``0001``); images are read as ``process`` reads them (see :mod:`tiledehaze.dataset`). Per model and image the report holds PSNR and SSIM against the clear image (when
 there is one), a no-reference haze score before and after, and the run time; it is written as
 JSON and Markdown, with one labelled picture grid per image (hazy | models... | clear).
 
 Metric settings (also written into every report, see :data:`METRIC_SETTINGS`): images are RGB
-float in [0, 1]; PSNR is ``skimage.metrics.peak_signal_noise_ratio(data_range=1)``; SSIM is
-``skimage.metrics.structural_similarity(data_range=1, channel_axis=2, gaussian_weights=True,
-sigma=1.5, use_sample_covariance=False)``, the settings of Wang et al. 2004, averaged over
-the three channels. The haze score is the mean dark channel (15x15 patch) in [0, 1]: lower
-means less haze.
+float in [0, 1]; PSNR and SSIM are scikit-image's with the settings of :mod:`tiledehaze.metrics`
+(SSIM as Wang et al. 2004, averaged over the three channels). The haze score is the mean dark
+channel (15x15 patch) in [0, 1]: lower means less haze.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,25 +24,22 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from .dataset import clear_candidates, find_clear, image_files, images_by_stem, read_rgb
 from .errors import ConfigError, InputError, OutputError
 from .models import Model, create_model
-from .models.dcp import dark_channel
+from .metrics import HAZE_PATCH, PSNR_SETTINGS, SSIM_SETTINGS, call_text, haze_score, mean_b_star, psnr, ssim
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-HAZE_PATCH = 15
 METRIC_SETTINGS: dict[str, Any] = {
     "colour": "RGB, float in [0, 1] (8-bit inputs / 255, 16-bit / 65535)",
-    "psnr": "skimage.metrics.peak_signal_noise_ratio(data_range=1.0)",
-    "ssim": ("skimage.metrics.structural_similarity(data_range=1.0, channel_axis=2, gaussian_weights=True, "
-             "sigma=1.5, use_sample_covariance=False), mean over channels (Wang et al. 2004)"),
+    "psnr": call_text("skimage.metrics.peak_signal_noise_ratio", PSNR_SETTINGS),
+    "ssim": call_text("skimage.metrics.structural_similarity", SSIM_SETTINGS) + ", mean over channels (Wang et al. 2004)",
     "haze_score": f"mean dark channel (min over RGB, {HAZE_PATCH}x{HAZE_PATCH} min filter), lower = less haze",
     "yellow_shift": ("mean CIELAB b* of the output minus that of the hazy input (OpenCV float Lab); "
                      "> 0 = yellower, < 0 = bluer; dehazing may raise it by revealing colour, a cast raises it everywhere"),
     "time": "wall-clock seconds of tiledehaze.restore (tiled, default tile 1024), model already created",
 }
-_RESIDE_SUFFIX = re.compile(r"^(.*)_[0-9]+(?:\.[0-9]+)?$")
 
 
 @dataclass(frozen=True)
@@ -126,36 +120,20 @@ def _fmt(value: float | None, digits: int) -> str:
 
 # --- pairing -----------------------------------------------------------------------------------
 
-def _images(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise InputError(f"not a folder: {folder}")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
-def clear_candidates(stem: str) -> list[str]:
-    """Stems a hazy image's ground truth may have: itself, then RESIDE suffixes stripped one at a time."""
-    out = [stem]
-    while (m := _RESIDE_SUFFIX.match(out[-1])) and m.group(1):
-        out.append(m.group(1))
-    return out
-
-
 def match_pairs(hazy_dir: str | Path, clear_dir: str | Path | None = None) -> list[Pair]:
     """Hazy images of a folder, each with its clear counterpart when ``clear_dir`` is given.
 
     A hazy image with no clear counterpart is an input error (a silent skip would bias the means).
     """
-    hazy = _images(Path(hazy_dir))
+    hazy = image_files(hazy_dir)
     if not hazy:
         raise InputError(f"no images in {hazy_dir}")
     if clear_dir is None:
         return [Pair(p.stem, p) for p in hazy]
-    by_stem: dict[str, Path] = {}
-    for p in _images(Path(clear_dir)):
-        by_stem.setdefault(p.stem, p)
+    by_stem = images_by_stem(clear_dir)
     pairs = []
     for p in hazy:
-        match = next((by_stem[s] for s in clear_candidates(p.stem) if s in by_stem), None)
+        match = find_clear(p, by_stem)
         if match is None:
             raise InputError(f"no clear image for {p.name} in {clear_dir} (tried {', '.join(clear_candidates(p.stem))})")
         pairs.append(Pair(p.stem, p, match))
@@ -163,21 +141,6 @@ def match_pairs(hazy_dir: str | Path, clear_dir: str | Path | None = None) -> li
 
 
 # --- images --------------------------------------------------------------------------------------
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Any 8/16-bit grey, RGB or RGBA file as float32 RGB in [0, 1] (alpha dropped)."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise InputError(f"cannot read image {path}")
-    scale = 65535.0 if img.dtype == np.uint16 else 255.0 if img.dtype == np.uint8 else 1.0
-    if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    elif img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    else:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return (img.astype(np.float32) / np.float32(scale)).clip(0.0, 1.0)
-
 
 def write_image(path: str | Path, rgb: np.ndarray) -> None:
     """Float RGB in [0, 1] (or uint8) to an 8-bit file."""
@@ -200,32 +163,6 @@ def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
     if not (0 <= top < bottom and 0 <= left < right):
         raise ConfigError(f"--crop-clear {text!r}: need 0 <= top < bottom and 0 <= left < right")
     return top, bottom, left, right
-
-
-# --- metrics ---------------------------------------------------------------------------------
-
-def haze_score(image: np.ndarray) -> float:
-    """No-reference haze score: mean dark channel of a float RGB image in [0, 1] (lower = less haze)."""
-    return float(dark_channel(np.ascontiguousarray(image, np.float32), HAZE_PATCH).mean())
-
-
-def mean_b_star(image: np.ndarray) -> float:
-    """Mean CIELAB b* (blue-yellow axis) of a float RGB image in [0, 1]."""
-    lab = cv2.cvtColor(np.clip(np.ascontiguousarray(image, np.float32), 0.0, 1.0), cv2.COLOR_RGB2LAB)
-    return float(lab[..., 2].mean())
-
-
-def psnr(reference: np.ndarray, image: np.ndarray) -> float:
-    from skimage.metrics import peak_signal_noise_ratio
-
-    return float(peak_signal_noise_ratio(reference, image, data_range=1.0))
-
-
-def ssim(reference: np.ndarray, image: np.ndarray) -> float:
-    from skimage.metrics import structural_similarity
-
-    return float(structural_similarity(reference, image, data_range=1.0, channel_axis=2, gaussian_weights=True,
-                                       sigma=1.5, use_sample_covariance=False))
 
 
 # --- running models ----------------------------------------------------------------------------
@@ -276,10 +213,10 @@ def evaluate(hazy_dir: str | Path, clear_dir: str | Path | None = None, *, model
     out = Path(out_dir) if out_dir is not None else None
     results: list[Result] = []
     for pair in pairs:
-        hazy = read_image(pair.hazy)
+        hazy = read_rgb(pair.hazy)
         clear = None
         if pair.clear is not None:
-            clear = read_image(pair.clear)
+            clear = read_rgb(pair.clear)
             if crop_clear is not None:
                 top, bottom, left, right = crop_clear
                 clear = clear[top:bottom, left:right]

@@ -8,7 +8,6 @@ scikit-image, which load from the installed package without any network access.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -17,13 +16,12 @@ from typing import Callable, Protocol, Sequence
 import cv2
 import numpy as np
 
+from ..dataset import find_clear, image_files, images_by_stem, read_rgb, to_float_rgb
 from ..errors import ConfigError, InputError
 from .augment import AugmentConfig, augment, random_crop
 from .synth import SynthConfig, cap_depth, disparity_depth, synthesize
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:
@@ -85,58 +83,20 @@ def load_builtin(name: str) -> tuple[np.ndarray, np.ndarray]:
     return image, depth
 
 
-def to_float_rgb(image: np.ndarray) -> np.ndarray:
-    """Any RGB/RGBA/grey uint8, uint16 or float image as float32 RGB in [0, 1]."""
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    image = image[..., :3]
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / 255.0
-    if image.dtype == np.uint16:
-        return image.astype(np.float32) / 65535.0
-    return np.clip(image.astype(np.float32), 0.0, 1.0)
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Read an image file as float32 RGB in [0, 1]."""
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise InputError(f"cannot read image {path}")
-    if raw.ndim == 3:
-        raw = cv2.cvtColor(raw, cv2.COLOR_BGRA2RGB if raw.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    return to_float_rgb(raw)
-
-
 # --------------------------------------------------------------------------- paired folders
-
-_RESIDE = re.compile(r"^(?P<key>[^_]+)_[0-9.]+(_[0-9.]+)*$")
-
-
-def clear_key(hazy_stem: str) -> str:
-    """The clear image's stem for a hazy stem: RESIDE's ``0001_0.8_0.2`` (and ``1400_9``) -> ``0001``."""
-    m = _RESIDE.match(hazy_stem)
-    return m.group("key") if m else hazy_stem
-
-
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
 
 def match_pairs(hazy_dir: str | Path, clear_dir: str | Path) -> list[tuple[Path, Path]]:
     """Pair every hazy image with its clear image by name.
 
     A hazy file pairs with the clear file of the same stem or, failing that, with the clear
-    file named by its RESIDE prefix (several hazy images may share one clear image).
+    file named by its RESIDE prefix (several hazy images may share one clear image; see
+    :mod:`tiledehaze.dataset`).
     """
-    hazy_dir, clear_dir = Path(hazy_dir), Path(clear_dir)
-    for d in (hazy_dir, clear_dir):
-        if not d.is_dir():
-            raise InputError(f"not a folder: {d}")
-    clear = {p.stem: p for p in _images(clear_dir)}
+    hazy = image_files(hazy_dir)
+    clear = images_by_stem(clear_dir)
     pairs, missing = [], []
-    for h in _images(hazy_dir):
-        c = clear.get(h.stem) or clear.get(clear_key(h.stem))
+    for h in hazy:
+        c = find_clear(h, clear)
         (pairs.append((h, c)) if c is not None else missing.append(h.name))
     if missing:
         log.warning("%d hazy image(s) have no clear image, e.g. %s", len(missing), missing[0])

@@ -25,7 +25,7 @@ from .augment import AugmentConfig
 from .config import config_hash
 from .data import build_sources, fixed_set, make_batch
 from .guard import DeadKGuard, measure
-from .metrics import SSIM_SETTINGS, mean_quality
+from ..metrics import SSIM_SETTINGS, mean_quality
 from .synth import SynthConfig
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: boo
     patch = int(cfg["patch_size"])
     train_src, val_src = build_sources(cfg["data"], synth, aug, patch=patch, seed=seed)
     val_hazy, val_clear = fixed_set(val_src, int(cfg["data"]["val_samples"]), int(cfg["data"]["val_seed"]))
-    hazy_psnr, hazy_ssim = mean_quality(val_hazy, val_clear)
+    hazy_psnr, hazy_ssim = mean_quality(val_clear, val_hazy)
     val_x = _nchw(val_hazy)
 
     opt_cfg = cfg["optim"]
@@ -203,7 +203,7 @@ def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: boo
         guard.check(val_x, f"after epoch {epoch}")
         pred = predict(model, val_hazy, int(cfg["val_batch_size"]))
         val_loss = float(np.mean((pred - val_clear) ** 2))
-        val_psnr, val_ssim = mean_quality(pred, val_clear)
+        val_psnr, val_ssim = mean_quality(val_clear, pred)
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
                "val_psnr": val_psnr, "val_ssim": val_ssim, "hazy_psnr": hazy_psnr, "hazy_ssim": hazy_ssim,
                "k_alive": measure(model, val_x).k_alive, "lr": optimizer.param_groups[0]["lr"],
