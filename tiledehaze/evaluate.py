@@ -26,6 +26,7 @@ import numpy as np
 
 from .dataset import clear_candidates, find_clear, image_files, images_by_stem, read_rgb
 from .errors import ConfigError, InputError, OutputError
+from .io.atomic import atomic_output, write_atomic
 from .models import Model, create_model
 from .metrics import HAZE_PATCH, PSNR_SETTINGS, SSIM_SETTINGS, call_text, haze_score, mean_b_star, psnr, ssim
 
@@ -146,10 +147,9 @@ def write_image(path: str | Path, rgb: np.ndarray) -> None:
     """Float RGB in [0, 1] (or uint8) to an 8-bit file."""
     if rgb.dtype != np.uint8:
         rgb = np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OutputError(f"cannot write {path}")
+    with atomic_output(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            raise OutputError(f"cannot write {path}")
 
 
 def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
@@ -246,7 +246,6 @@ def evaluate(hazy_dir: str | Path, clear_dir: str | Path | None = None, *, model
                     restore_options={k: v for k, v in restore_options.items()})
     report = Report(results, list(models), settings)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
-        (out / "report.md").write_text(report.to_markdown())
+        write_atomic(out / "report.json", json.dumps(report.to_json(), indent=2) + "\n")
+        write_atomic(out / "report.md", report.to_markdown())
     return report

@@ -19,7 +19,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
+from ..io.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -188,15 +189,10 @@ class EngineCache:
         if not self._ensure():
             return None
         path = self.path(spec)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(plan)
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("cannot write engine cache %s: %s", path, exc.strerror)
-            tmp.unlink(missing_ok=True)
+            write_atomic(path, plan, mode=0o600)
+        except OutputError as exc:
+            log.warning("not caching the TensorRT engine: %s", exc)
             return None
         return path
 
@@ -205,4 +201,6 @@ class EngineCache:
         self.path(spec).unlink(missing_ok=True)
 
     def entries(self) -> list[Path]:
-        return sorted(self.directory.glob("*.plan")) if self.directory.is_dir() else []
+        if not self.directory.is_dir():
+            return []
+        return sorted(p for p in self.directory.glob("*.plan") if not p.name.startswith("."))  # not temporaries

@@ -1,4 +1,9 @@
-"""Outputs appear whole or not at all: write to a hidden temporary file, then rename."""
+"""Outputs appear whole or not at all: write to a hidden temporary file, then rename.
+
+Every file the project writes for a user (images, reports, checkpoints, cached engines) goes
+through :func:`atomic_output` or :func:`write_atomic`; a failure leaves no temporary behind
+and raises :class:`~tiledehaze.errors.OutputError` with a one-line reason.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +40,14 @@ def atomic_output(dst: str | Path) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+
+
+def write_atomic(dst: str | Path, data: bytes | str, *, mode: int = 0o666) -> None:
+    """Write ``data`` (text as UTF-8) to ``dst`` atomically, created with ``mode`` (before the umask)."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_output(dst) as tmp:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as f:
+            f.write(payload)
 
 
 def _remove(path: Path) -> None:

@@ -8,13 +8,13 @@ learning rate and the resolved config as JSON text), enough to ``--resume``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import ConfigError
+from ..io.atomic import atomic_output
 from ..models.aodnet import Weights, load_weights, save_weights
 
 BEST = "best.safetensors"
@@ -22,24 +22,20 @@ LAST = "last.safetensors"
 STATE = "last_state.pt"
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(out_dir: Path, name: str, weights: Weights, metadata: dict[str, Any]) -> Path:
     """Write ``weights`` with string metadata to ``out_dir/name`` atomically."""
     path = Path(out_dir) / name
     meta = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in metadata.items()}
-    _atomic(path, lambda p: save_weights(weights, p, meta))
+    with atomic_output(path) as tmp:
+        save_weights(weights, tmp, meta)
     return path
 
 
 def save_state(out_dir: Path, state: dict[str, Any]) -> Path:
     """Write the resumable training state (tensors, numbers, strings and containers only)."""
     path = Path(out_dir) / STATE
-    _atomic(path, lambda p: torch.save(state, p))
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

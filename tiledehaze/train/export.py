@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, OutputError
+from ..io.atomic import atomic_output, write_atomic
 from ..models.aodnet import Weights, load_weights, read_metadata, save_weights, to_onnx
 
 log = logging.getLogger(__name__)
@@ -71,19 +72,14 @@ def export(weights_path: str | Path, *, onnx_path: str | Path | None = None, fp1
         if fp16:
             graph = to_onnx(weights, precision="fp16", opset=opset)
             diffs["fp16"] = verify_onnx(graph, weights, precision="fp16")
-        try:
-            Path(onnx_path).write_bytes(graph)
-        except OSError as exc:
-            raise OutputError(f"cannot write {onnx_path}: {exc.strerror}") from None
+        write_atomic(onnx_path, graph)
         log.info("wrote %s (%s), max difference from torch %s", onnx_path, "fp16" if fp16 else "fp32", diffs)
     if safetensors_path is not None:
         meta: dict[str, str] = {}
         if Path(weights_path).suffix == ".safetensors":
             meta = read_metadata(weights_path)
         meta["exported_from"] = Path(weights_path).name
-        try:
-            save_weights(weights, safetensors_path, meta)
-        except OSError as exc:
-            raise OutputError(f"cannot write {safetensors_path}: {exc.strerror}") from None
+        with atomic_output(safetensors_path) as tmp:
+            save_weights(weights, tmp, meta)
         log.info("wrote %s", safetensors_path)
     return diffs

@@ -17,6 +17,8 @@ import torch
 import yaml
 
 from ..errors import ConfigError
+from ..io.atomic import write_atomic
+from ..metrics import SSIM_SETTINGS, mean_quality
 from ..models import aodnet
 from ..models.aodnet import Weights
 from ..models.aodnet_torch import AODNetModule
@@ -25,7 +27,6 @@ from .augment import AugmentConfig
 from .config import config_hash
 from .data import build_sources, fixed_set, make_batch
 from .guard import DeadKGuard, measure
-from ..metrics import SSIM_SETTINGS, mean_quality
 from .synth import SynthConfig
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: boo
         for name in ("metrics.csv", "metrics.jsonl"):
             (out / name).unlink(missing_ok=True)
         model.load_state_dict({k: torch.from_numpy(v) for k, v in init_weights(seed, float(cfg["init_std"])).items()})
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    write_atomic(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     guard.check(val_x, "before training" if start == 1 else f"after resuming at epoch {start}")
 
     clip = float(opt_cfg["grad_clip_norm"])
