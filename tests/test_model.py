@@ -63,3 +63,23 @@ def test_torch_checkpoints_load_without_unpickling_code(tmp_path):
     torch.save(module.state_dict(), path)
     loaded = load_weights(path)
     np.testing.assert_array_equal(loaded["conv5.weight"], module.conv5.weight.detach().numpy())
+
+
+def test_the_output_is_the_papers_formula_applied_to_k(weights_path):
+    """J = ReLU(K * I - K + 1), the same in torch and in the ONNX graph: both agree with numpy."""
+    import onnxruntime as ort
+
+    from tiledehaze.models.aodnet import clean_image
+
+    net = AODNet(load_weights(weights_path))
+    module = net.to_torch()
+    x = torch.rand(2, 3, 24, 32)
+    with torch.no_grad():
+        k = module.estimate_k(x).numpy()
+        j = module(x).numpy()
+    expected = np.maximum(k * x.numpy() - k + 1, 0)
+    np.testing.assert_allclose(j, expected, atol=1e-6)
+    np.testing.assert_allclose(clean_image(k, x.numpy(), relu=lambda v: np.maximum(v, 0)), expected, atol=1e-6)
+    session = ort.InferenceSession(net.to_onnx(), providers=["CPUExecutionProvider"])
+    (onnx_out,) = session.run([net.output_name], {net.input_name: x.numpy()})
+    np.testing.assert_allclose(onnx_out, expected, atol=2e-5)

@@ -9,7 +9,7 @@ The torch module used for training and CUDA inference is in :mod:`.aodnet_torch`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -32,6 +32,49 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "aodnet.safetensors"
 
 Weights = dict[str, np.ndarray]
+
+
+def clean_image(k, hazy, relu: Callable):
+    """AOD-Net's output J = ReLU(K * I - K + 1) from its estimate K and the hazy input I.
+
+    Written once for every form of the network: torch tensors (``relu=torch.relu``), numpy
+    arrays (``relu=lambda v: np.maximum(v, 0)``) and values of the ONNX graph that
+    :func:`to_onnx` builds, whose arithmetic adds graph nodes.
+    """
+    return relu(k * hazy - k + 1)
+
+
+class _GraphValue:
+    """A tensor of an ONNX graph under construction: ``*``, ``-`` and ``+`` append nodes.
+
+    Outputs take their names from ``names`` in order; the constant 1 is the initializer ``one``.
+    """
+
+    def __init__(self, name: str, nodes: list, names: Iterator[str]):
+        self.name, self._nodes, self._names = name, nodes, names
+
+    def apply(self, op: str, *inputs: "_GraphValue | int") -> "_GraphValue":
+        from onnx import helper
+
+        args = [self.name] + [v.name if isinstance(v, _GraphValue) else _constant(v) for v in inputs]
+        out = _GraphValue(next(self._names), self._nodes, self._names)
+        self._nodes.append(helper.make_node(op, args, [out.name]))
+        return out
+
+    def __mul__(self, other: "_GraphValue | int") -> "_GraphValue":
+        return self.apply("Mul", other)
+
+    def __sub__(self, other: "_GraphValue | int") -> "_GraphValue":
+        return self.apply("Sub", other)
+
+    def __add__(self, other: "_GraphValue | int") -> "_GraphValue":
+        return self.apply("Add", other)
+
+
+def _constant(value: int) -> str:
+    if value != 1:
+        raise ValueError(f"the AOD-Net graph holds the constant 1 only, not {value!r}")
+    return "one"
 
 
 def init_weights(seed: int = 0, std: float = 0.02, *, rng: np.random.Generator | None = None) -> Weights:
@@ -142,11 +185,10 @@ def to_onnx(weights: Weights, *, precision: str = "fp32", opset: int = 17, layou
         *conv("conv4", "cat2", 7),
         helper.make_node("Concat", ["conv1", "conv2", "conv3", "conv4"], ["cat3"], axis=1),
         *conv("conv5", "cat3", 3),
-        helper.make_node("Mul", ["conv5", source], ["ki"]),
-        helper.make_node("Sub", ["ki", "conv5"], ["ki_k"]),
-        helper.make_node("Add", ["ki_k", "one"], ["j"]),
-        helper.make_node("Relu", ["j"], [result]),
     ]
+    names = iter(("ki", "ki_k", "j", result))
+    k, hazy = _GraphValue("conv5", nodes, names), _GraphValue(source, nodes, names)
+    clean_image(k, hazy, relu=lambda v: v.apply("Relu"))
     dims = ["batch", 3, "height", "width"]
     if layout == "nhwc":
         nodes.insert(0, helper.make_node("Transpose", [INPUT_NAME], [source], perm=[0, 3, 1, 2]))

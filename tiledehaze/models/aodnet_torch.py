@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .aodnet import LAYERS, Weights
+from .aodnet import LAYERS, Weights, clean_image
 
 
 class AODNetModule(nn.Module):
@@ -17,16 +17,19 @@ class AODNetModule(nn.Module):
         for name, cin, k in LAYERS:
             setattr(self, name, nn.Conv2d(cin, 3, k, padding=k // 2))
 
-    def estimate_k(self, x: torch.Tensor) -> torch.Tensor:
+    def activations(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The outputs of conv1..conv5 (after ReLU); the last is K."""
         x1 = torch.relu(self.conv1(x))
         x2 = torch.relu(self.conv2(x1))
         x3 = torch.relu(self.conv3(torch.cat((x1, x2), 1)))
         x4 = torch.relu(self.conv4(torch.cat((x2, x3), 1)))
-        return torch.relu(self.conv5(torch.cat((x1, x2, x3, x4), 1)))
+        return x1, x2, x3, x4, torch.relu(self.conv5(torch.cat((x1, x2, x3, x4), 1)))
+
+    def estimate_k(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activations(x)[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.estimate_k(x)
-        return torch.relu(k * x - k + 1)
+        return clean_image(self.estimate_k(x), x, torch.relu)
 
     @classmethod
     def from_numpy(cls, weights: Weights) -> "AODNetModule":

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.aodnet import LAYERS
+from ..models.aodnet import LAYERS, clean_image
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,10 @@ class Health:
 @torch.no_grad()
 def measure(model: torch.nn.Module, x: torch.Tensor, *, white_level: float = 0.98) -> Health:
     """Fraction of live K, of white output pixels and of live units per layer on batch ``x``."""
-    x1 = torch.relu(model.conv1(x))
-    x2 = torch.relu(model.conv2(x1))
-    x3 = torch.relu(model.conv3(torch.cat((x1, x2), 1)))
-    x4 = torch.relu(model.conv4(torch.cat((x2, x3), 1)))
-    k = torch.relu(model.conv5(torch.cat((x1, x2, x3, x4), 1)))
-    y = torch.relu(k * x - k + 1)
-    layers = {name: float((a > 0).float().mean()) for (name, _, _), a in zip(LAYERS, (x1, x2, x3, x4, k))}
+    acts = model.activations(x)
+    k = acts[-1]
+    y = clean_image(k, x, torch.relu)
+    layers = {name: float((a > 0).float().mean()) for (name, _, _), a in zip(LAYERS, acts)}
     finite = bool(torch.isfinite(y).all()) and all(bool(torch.isfinite(p).all()) for p in model.parameters())
     return Health(layers["conv5"], float((y > white_level).float().mean()), finite, layers)
 

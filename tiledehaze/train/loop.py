@@ -82,18 +82,13 @@ def _nchw(batch: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
 
-def _forward(model: AODNetModule, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    k = model.estimate_k(x)
-    return torch.relu(k * x - k + 1), k
-
-
 @torch.no_grad()
 def predict(model: AODNetModule, hazy: np.ndarray, batch_size: int) -> np.ndarray:
     """Run the model over (N, H, W, 3) float32 images in batches; returns the same layout."""
     model.eval()
     out = []
     for i in range(0, len(hazy), batch_size):
-        y, _ = _forward(model, _nchw(hazy[i:i + batch_size]))
+        y = model(_nchw(hazy[i:i + batch_size]))
         out.append(y.permute(0, 2, 3, 1).numpy())
     return np.concatenate(out)
 
@@ -186,7 +181,7 @@ def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: boo
                     group["lr"] = lr
             hazy, clear = make_batch(train_src, bs, rng, epoch)
             x, target = _nchw(hazy), _nchw(clear)
-            y, _ = _forward(model, x)
+            y = model(x)
             loss = torch.mean((y - target) ** 2)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
