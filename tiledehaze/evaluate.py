@@ -2,9 +2,10 @@
 
 Pairs are matched by file name: ``hazy/x.png`` pairs with ``clear/x.*``; failing that, RESIDE
 style suffixes are stripped one ``_<number>`` at a time (``0001_0.8_0.2.png`` -> ``0001_0.8`` ->
-``0001``); images are read as ``process`` reads them (see :mod:`tiledehaze.dataset`). Per model and image the report holds PSNR and SSIM against the clear image (when
-there is one), a no-reference haze score before and after, and the run time; it is written as
-JSON and Markdown, with one labelled picture grid per image (hazy | models... | clear).
+``0001``); images are read as ``process`` reads them (see :mod:`tiledehaze.dataset`). Per
+model and image the report holds PSNR and SSIM against the clear image (when there is one), a
+no-reference haze score before and after, and the run time; it is written as JSON and
+Markdown, with one labelled picture grid per image (hazy | models... | clear).
 
 Metric settings (also written into every report, see :data:`METRIC_SETTINGS`): images are RGB
 float in [0, 1]; PSNR and SSIM are scikit-image's with the settings of :mod:`tiledehaze.metrics`
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 METRIC_SETTINGS: dict[str, Any] = {
     "colour": "RGB, float in [0, 1] (8-bit inputs / 255, 16-bit / 65535)",
     "psnr": call_text("skimage.metrics.peak_signal_noise_ratio", PSNR_SETTINGS),
-    "ssim": call_text("skimage.metrics.structural_similarity", SSIM_SETTINGS) + ", mean over channels (Wang et al. 2004)",
+    "ssim": (call_text("skimage.metrics.structural_similarity", SSIM_SETTINGS)
+             + ", mean over channels (Wang et al. 2004)"),
     "haze_score": f"mean dark channel (min over RGB, {HAZE_PATCH}x{HAZE_PATCH} min filter), lower = less haze",
     "yellow_shift": ("mean CIELAB b* of the output minus that of the hazy input (OpenCV float Lab); "
                      "> 0 = yellower, < 0 = bluer; dehazing may raise it by revealing colour, a cast raises it everywhere"),

@@ -74,6 +74,13 @@ class BackendInfo:
     description: str
 
 
+def package_probe(name: str, package: str, description: str) -> BackendInfo:
+    """A backend usable wherever ``package`` is installed (found without importing it)."""
+    from .cuda import has_module
+
+    return BackendInfo(name, None if has_module(package) else f"{package} is not installed", description)
+
+
 _FACTORIES: dict[str, Callable[..., Backend]] = {}
 _PROBES: dict[str, Callable[[], BackendInfo]] = {}
 #: the order ``auto`` tries them in: fastest first

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailable, ConfigError
-from .base import Backend, BackendInfo, Network
+from .base import Backend, BackendInfo, Network, package_probe
 from .cuda import has_module, nvidia_driver
 
 log = logging.getLogger(__name__)
@@ -157,9 +157,7 @@ class OnnxRuntimeBackend(Backend):
 
 
 def probe() -> BackendInfo:
-    if not has_module("onnxruntime"):
-        return BackendInfo("onnxruntime", "onnxruntime is not installed", "ONNX Runtime, CPU")
-    return BackendInfo("onnxruntime", None, "ONNX Runtime, CPU execution provider")
+    return package_probe("onnxruntime", "onnxruntime", "ONNX Runtime, CPU execution provider")
 
 
 def _gpu_probe(name: str, device: str) -> BackendInfo:
@@ -186,15 +184,17 @@ def probe_tensorrt() -> BackendInfo:
     return _gpu_probe("onnxruntime-tensorrt", "tensorrt")
 
 
-def create_cuda(network, **options) -> OnnxRuntimeBackend:
+def _create_on(provider: str, network: Network, options: dict) -> OnnxRuntimeBackend:
+    """ONNX Runtime on ``provider`` (cuda or tensorrt); a ``device`` of ``cuda:N`` picks the GPU."""
     device = options.pop("device", None)
     if isinstance(device, str) and device.startswith("cuda:"):
         options["device_id"] = int(device.split(":", 1)[1])
-    return OnnxRuntimeBackend(network, device="cuda", **options)
+    return OnnxRuntimeBackend(network, device=provider, **options)
 
 
-def create_tensorrt(network, **options) -> OnnxRuntimeBackend:
-    device = options.pop("device", None)
-    if isinstance(device, str) and device.startswith("cuda:"):
-        options["device_id"] = int(device.split(":", 1)[1])
-    return OnnxRuntimeBackend(network, device="tensorrt", **options)
+def create_cuda(network: Network, **options) -> OnnxRuntimeBackend:
+    return _create_on("cuda", network, options)
+
+
+def create_tensorrt(network: Network, **options) -> OnnxRuntimeBackend:
+    return _create_on("tensorrt", network, options)

@@ -13,8 +13,8 @@ import numpy as np
 
 from ..errors import BackendUnavailable, ConfigError
 from ..executor import Done, Pending
-from .base import Backend, BackendInfo
-from .cuda import has_module, torch_cuda_problem
+from .base import Backend, BackendInfo, package_probe
+from .cuda import torch_cuda_problem
 from .ort import default_threads
 from .streams import StreamRing
 
@@ -119,9 +119,7 @@ class TorchBackend(Backend):
 
 
 def probe() -> BackendInfo:
-    if not has_module("torch"):
-        return BackendInfo("torch", "torch is not installed", "PyTorch")
-    return BackendInfo("torch", None, "PyTorch on CUDA (fp16) when a GPU is visible, else CPU channels_last")
+    return package_probe("torch", "torch", "PyTorch on CUDA (fp16) when a GPU is visible, else CPU channels_last")
 
 
 def probe_cuda() -> BackendInfo:

@@ -186,3 +186,12 @@ def augment(arrays: Sequence[np.ndarray], rng: np.random.Generator, cfg: Augment
         for i, im in zip(colour, to_grey([out[i] for i in colour])):
             out[i] = im
     return out
+
+
+def patch_for_epoch(arrays: Sequence[np.ndarray], size: int, rng: np.random.Generator, cfg: AugmentConfig,
+                    epoch: int, *, colour: Sequence[int] = (0,)) -> list[np.ndarray]:
+    """A random ``size`` crop of the arrays, scaled and augmented when augmentation is on at ``epoch``."""
+    on = cfg.active(epoch)
+    crops = random_crop(arrays, size, rng, scale=cfg.crop_scale if on else (1.0, 1.0),
+                        min_brightness=cfg.min_brightness, max_tries=cfg.max_tries)
+    return augment(crops, rng, cfg, colour=colour) if on else crops

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..dataset import find_clear, image_files, images_by_stem, read_rgb, to_float_rgb
 from ..errors import ConfigError, InputError
-from .augment import AugmentConfig, augment, random_crop
+from .augment import AugmentConfig, patch_for_epoch
 from .synth import SynthConfig, cap_depth, disparity_depth, synthesize
 
 log = logging.getLogger(__name__)
@@ -137,12 +137,7 @@ class SyntheticSource:
 
     def sample(self, rng: np.random.Generator, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         image, depth = self.images[int(rng.integers(len(self.images)))]
-        on = self.aug.active(epoch)
-        scale = self.aug.crop_scale if on else (1.0, 1.0)
-        clear, d = random_crop([image, depth], self.patch, rng, scale=scale,
-                               min_brightness=self.aug.min_brightness, max_tries=self.aug.max_tries)
-        if on:
-            clear, d = augment([clear, d], rng, self.aug, colour=(0,))
+        clear, d = patch_for_epoch([image, depth], self.patch, rng, self.aug, epoch, colour=(0,))
         hazy, _ = synthesize(clear, rng, self.synth, depth_map=d)
         return hazy, clear
 
@@ -168,12 +163,7 @@ class PairedSource:
         hazy, clear = self._read(h_path), self._read(c_path)
         if hazy.shape != clear.shape:  # e.g. SOTS ground truths with a border
             clear = cv2.resize(clear, hazy.shape[1::-1], interpolation=cv2.INTER_AREA)
-        on = self.aug.active(epoch)
-        scale = self.aug.crop_scale if on else (1.0, 1.0)
-        hazy, clear = random_crop([hazy, clear], self.patch, rng, scale=scale,
-                                  min_brightness=self.aug.min_brightness, max_tries=self.aug.max_tries)
-        if on:
-            hazy, clear = augment([hazy, clear], rng, self.aug, colour=(0, 1))
+        hazy, clear = patch_for_epoch([hazy, clear], self.patch, rng, self.aug, epoch, colour=(0, 1))
         return hazy, clear
 
 
