@@ -100,6 +100,34 @@ def test_float32_io_wrapper_keeps_names_and_the_fp16_body(network):
     assert [n.op_type for n in model.graph.node].count("Cast") == 2
 
 
+class Brighter:
+    """A network of another kind: J = I + 0.25, with tensor names of its own."""
+
+    name, halo, input_name, output_name = "brighter", 0, "pixels", "restored"
+
+    def to_onnx(self, precision: str = "fp32", layout: str = "nchw") -> bytes:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+
+        dims = ["n", 3, "h", "w"] if layout == "nchw" else ["n", "h", "w", 3]
+        graph = helper.make_graph([helper.make_node("Add", ["pixels", "lift"], ["restored"])], "brighter",
+                                  [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, dims)],
+                                  [helper.make_tensor_value_info("restored", TensorProto.FLOAT, dims)],
+                                  initializer=[numpy_helper.from_array(np.float32(0.25), "lift")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        return model.SerializeToString()
+
+    def to_torch(self):
+        return torch.nn.Identity()
+
+
+def test_any_network_of_the_declared_kind_runs_under_its_own_tensor_names(tiles):
+    network = Brighter()
+    assert isinstance(network, base.Network) and isinstance(AODNet(lively_weights()), base.Network)
+    np.testing.assert_allclose(OnnxRuntimeBackend(network, threads=1).run(tiles), tiles + 0.25, atol=1e-6)
+
+
 # -- GPU backends: run where a GPU (and TensorRT) is present, skip with the reason otherwise ---
 
 GPU_CASES = [

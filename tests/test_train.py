@@ -146,3 +146,24 @@ def test_training_recovers_from_a_dead_k(tiny_config, tmp_path, monkeypatch, cap
     with torch.no_grad():
         out = module(torch.rand(1, 3, 24, 24))
     assert float(out.min()) < 1.0  # no longer a white image
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    import errno
+
+    from tiledehaze.errors import OutputError
+    from tiledehaze.models.aodnet import init_weights
+    from tiledehaze.train import checkpoint
+
+    first = init_weights(seed=1)
+    path = checkpoint.save_checkpoint(tmp_path, checkpoint.BEST, first, {"epoch": 1})
+
+    def full_disk(weights, target, metadata=None):
+        open(target, "wb").write(b"half a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_weights", full_disk)
+    with pytest.raises(OutputError, match="no space left"):
+        checkpoint.save_checkpoint(tmp_path, checkpoint.BEST, init_weights(seed=2), {"epoch": 2})
+    assert _same_weights(load_weights(path), first)
+    assert [p.name for p in tmp_path.iterdir()] == [checkpoint.BEST]  # no temporary left behind
