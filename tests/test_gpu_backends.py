@@ -106,7 +106,6 @@ class Brighter:
     name, halo, input_name, output_name = "brighter", 0, "pixels", "restored"
 
     def to_onnx(self, precision: str = "fp32", layout: str = "nchw") -> bytes:
-        import onnx
         from onnx import TensorProto, helper, numpy_helper
 
         dims = ["n", 3, "h", "w"] if layout == "nchw" else ["n", "h", "w", 3]
