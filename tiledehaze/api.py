@@ -15,16 +15,23 @@ from .engine import make_plan, restore_bands
 from .errors import InputError, OutOfMemory, OutputError
 from .io import ArrayReader, collect, open_image, writer_for
 from .io.atomic import atomic_output
-from .models import Model, create_model
+from .models import Model, build_model
+from .options import RunOptions, resolve
 from .pipeline import background
 
 Progress = Callable[[int], None]
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_model(name: str, weights: str | None, backend: str, threads: int | None,
-                  options: tuple) -> Model:
-    return create_model(name, weights=weights, backend=backend, threads=threads, **dict(options))
+def _cached_model(options: RunOptions) -> Model:
+    return build_model(options)
+
+
+def load_model(options: RunOptions) -> Model:
+    """The model ``options`` describe; models built from names are cached, so repeated calls are cheap."""
+    if isinstance(options.model, Model):
+        return options.model
+    return _cached_model(options.replace(overlap=None))  # the overlap is the plan's, not the model's
 
 
 def get_model(model: str | Model = "aodnet", *, weights: str | os.PathLike | None = None,
@@ -32,13 +39,13 @@ def get_model(model: str | Model = "aodnet", *, weights: str | os.PathLike | Non
     """A ready model; models built from names are cached, so repeated calls are cheap."""
     if isinstance(model, Model):
         return model
-    return _cached_model(model, None if weights is None else str(weights), backend, threads,
-                         tuple(sorted(options.items())))
+    return load_model(RunOptions.create(model=model, weights=weights, backend=backend, threads=threads, **options))
 
 
 def restore(image: np.ndarray, *, model: str | Model = "aodnet", tile: int | None = 1024,
             overlap: int | None = None, backend: str = "auto", weights: str | os.PathLike | None = None,
-            threads: int | None = None, batch: int | None = None, progress: Progress | None = None,
+            threads: int | None = None, batch: int | None = None, precision: str | None = None,
+            device: str | None = None, progress: Progress | None = None, options: RunOptions | None = None,
             **model_options) -> np.ndarray:
     """Dehaze an image held in memory.
 
@@ -56,9 +63,19 @@ def restore(image: np.ndarray, *, model: str | Model = "aodnet", tile: int | Non
     backend : str
         ``"auto"`` (the fastest usable), ``"tensorrt"``, ``"torch-cuda"``, ``"onnxruntime-cuda"``,
         ``"onnxruntime"``, ``"torch"`` or ``"onnxruntime-tensorrt"``; see ``tiledehaze info``.
-        GPU backends also take ``precision="fp16"|"fp32"`` and ``device="cuda:N"``.
     weights : path, optional
         AOD-Net weights (safetensors or torch state dict) instead of the shipped ones.
+    threads, batch : int, optional
+        Inference threads (default: all cores) and tiles per inference call (default: what
+        suits the backend).
+    precision, device : str, optional
+        ``"fp16"`` or ``"fp32"``, and ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (default: what the
+        backend prefers).
+    options : RunOptions, optional
+        All of the above in one object (then leave the separate keywords out).
+    **model_options
+        The model's own options, e.g. ``patch=`` for ``"dcp"``; anything else is a
+        :class:`~tiledehaze.errors.ConfigError`.
 
     Returns
     -------
@@ -72,10 +89,12 @@ def restore(image: np.ndarray, *, model: str | Model = "aodnet", tile: int | Non
     >>> tiledehaze.restore(hazy, tile=512).shape
     (600, 800, 3)
     """
-    m = get_model(model, weights=weights, backend=backend, threads=threads, **model_options)
+    opts = resolve(options, dict(model=model, tile=tile, overlap=overlap, backend=backend, weights=weights,
+                                 threads=threads, batch=batch, precision=precision, device=device), model_options)
+    m = load_model(opts)
     reader = ArrayReader(np.asarray(image))
-    plan = make_plan(reader.info.height, reader.info.width, m, tile=tile, overlap=overlap)
-    return collect(reader.info, restore_bands(reader, m, plan, batch=batch, progress=progress))
+    plan = make_plan(reader.info.height, reader.info.width, m, tile=opts.tile, overlap=opts.overlap)
+    return collect(reader.info, restore_bands(reader, m, plan, batch=opts.batch, progress=progress))
 
 
 @dataclass(frozen=True)
@@ -102,16 +121,20 @@ def _same_file(a: Path, b: Path) -> bool:
 def process_file(src: str | os.PathLike, dst: str | os.PathLike | None = None, *,
                  model: str | Model = "aodnet", tile: int | None = 1024, overlap: int | None = None,
                  backend: str = "auto", weights: str | os.PathLike | None = None,
-                 threads: int | None = None, batch: int | None = None, compression: str | None = "keep",
-                 quality: int = 95, overwrite: bool = False, max_pixels: int | None = None,
+                 threads: int | None = None, batch: int | None = None, precision: str | None = None,
+                 device: str | None = None, compression: str | None = "keep", quality: int = 95,
+                 overwrite: bool = False, max_pixels: int | None = None,
                  on_plan: Callable[[int], None] | None = None, progress: Progress | None = None,
-                 **model_options) -> ProcessResult:
+                 options: RunOptions | None = None, **model_options) -> ProcessResult:
     """Dehaze the image file ``src`` into ``dst`` (default ``<name>_dehazed.<ext>`` beside it).
 
     TIFFs are streamed band by band in bounded memory; other formats are decoded whole. The
     output appears atomically; the input is never modified. ``on_plan(total_tiles)`` is called
-    once the tile count is known; ``progress(n)`` after every ``n`` tiles.
+    once the tile count is known; ``progress(n)`` after every ``n`` tiles. The run options are
+    those of :func:`restore`.
     """
+    opts = resolve(options, dict(model=model, tile=tile, overlap=overlap, backend=backend, weights=weights,
+                                 threads=threads, batch=batch, precision=precision, device=device), model_options)
     src = Path(src)
     dst = Path(dst) if dst is not None else default_output(src)
     if src.resolve() == dst.resolve() or _same_file(src, dst):
@@ -125,12 +148,12 @@ def process_file(src: str | os.PathLike, dst: str | os.PathLike | None = None, *
         with open_image(src, pixel_limit=max_pixels) as reader:
             info = reader.info
             writer = writer_for(dst, info, compression=compression, quality=quality)
-            m = get_model(model, weights=weights, backend=backend, threads=threads, **model_options)
-            plan = make_plan(info.height, info.width, m, tile=tile, overlap=overlap)
+            m = load_model(opts)
+            plan = make_plan(info.height, info.width, m, tile=opts.tile, overlap=opts.overlap)
             if on_plan is not None:
                 on_plan(len(plan))
             with atomic_output(dst) as tmp:
-                writer.write(tmp, info, background(restore_bands(reader, m, plan, batch=batch, progress=progress)))
+                writer.write(tmp, info, background(restore_bands(reader, m, plan, batch=opts.batch, progress=progress)))
     except InputError as exc:
         if str(src) in str(exc):
             raise

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import errno
 import fnmatch
-import hashlib
 import json
 import logging
 import os
@@ -41,11 +40,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .api import get_model, process_file
+from .api import load_model, process_file
 from .errors import ConfigError, OutputError, TileDehazeError
 from .io import EXTENSIONS
 from .io.atomic import TEMP_MARK, describe_os_error
-from .models.aodnet import DEFAULT_WEIGHTS
+from .options import RunOptions, file_digest, fingerprint, resolve
 
 log = logging.getLogger(__name__)
 
@@ -59,35 +58,22 @@ FORMAT_EXTENSIONS = {"tiff": ".tif", "jpeg": ".jpg", "png": ".png", "webp": ".we
 #: errors after which no later file can succeed either: the batch stops
 _FATAL_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 _RUNTIME_BYTES = 300 << 20
-#: model options that change where a model runs, not what it writes: left out of the fingerprint
-_RUN_ONLY_OPTIONS = ("device",)
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything that decides what an output looks like, plus how to compute it."""
+    """Everything that decides what an output looks like: the run options plus the output's format."""
 
-    model: str = "aodnet"
-    weights: str | None = None
-    backend: str = "auto"
-    tile: int | None = 1024
-    overlap: int | None = None
-    batch: int | None = None
+    run: RunOptions = RunOptions()
     compression: str | None = "keep"
     quality: int = 95
     max_pixels: int | None = None
     format: str | None = None
-    options: tuple = ()
 
     def fingerprint(self) -> str:
-        """A short hash of the settings that change the output (not threads, backend or batch)."""
-        from . import __version__
-
-        key = {"version": __version__, "model": self.model, "weights": _weights_digest(self.weights),
-               "tile": self.tile, "overlap": self.overlap, "compression": self.compression,
-               "quality": self.quality, "format": self.format,
-               "options": [list(o) for o in self.options if o[0] not in _RUN_ONLY_OPTIONS]}
-        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """A short hash of the settings that change the output (not threads, backend, batch or device)."""
+        return fingerprint({**self.run.fingerprint_key(), "compression": self.compression,
+                            "quality": self.quality, "format": self.format})
 
 
 @dataclass(frozen=True)
@@ -342,22 +328,6 @@ class Manifest:
             self._file.close()
 
 
-def _weights_digest(weights: str | None) -> str:
-    path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
-    try:
-        return _file_digest(path)
-    except OSError:
-        return f"unreadable:{path.name}"
-
-
-def _file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @contextmanager
 def _locked(outdir: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``outdir`` so that two runs never write into it at once."""
@@ -401,10 +371,9 @@ def run_job(job: Job, settings: Settings, threads: int | None = None) -> JobResu
     start = time.perf_counter()
     try:
         result = process_file(
-            job.source, job.output, model=settings.model, weights=settings.weights, backend=settings.backend,
-            tile=settings.tile, overlap=settings.overlap, batch=settings.batch, threads=threads or _worker_threads(),
+            job.source, job.output, options=settings.run.replace(threads=threads or _worker_threads()),
             compression=settings.compression, quality=settings.quality, max_pixels=settings.max_pixels,
-            overwrite=True, **dict(settings.options))
+            overwrite=True)
     except TileDehazeError as exc:
         cause = exc.__context__
         fatal = isinstance(exc, OutputError) and isinstance(cause, OSError) and cause.errno in _FATAL_ERRNOS
@@ -437,13 +406,15 @@ Runner = Callable[[Job, Settings, "int | None"], JobResult]
 def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, *,
                   model: str = "aodnet", weights: str | os.PathLike | None = None, backend: str = "auto",
                   tile: int | None = 1024, overlap: int | None = None, batch: int | None = None,
+                  precision: str | None = None, device: str | None = None,
                   compression: str | None = "keep", quality: int = 95, max_pixels: int | None = None,
                   format: str | None = None, globs: Sequence[str] | None = None, threads: int | None = None,
                   workers: int | None = None, scheduler: str | None = None, memory_limit: str | int | None = None,
                   retries: int = 2, overwrite: bool = False, checksum: bool = False,
                   on_plan: Callable[[BatchPlan], None] | None = None,
                   progress: Callable[[JobResult], None] | None = None,
-                  runner: Runner | None = None, **model_options) -> BatchReport:
+                  runner: Runner | None = None, options: RunOptions | None = None,
+                  **model_options) -> BatchReport:
     """Dehaze every image in ``inputs`` (files and folders) into ``outdir``, mirroring folders.
 
     Without ``workers`` or ``scheduler`` the files are restored one after another in this
@@ -455,7 +426,8 @@ def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
     ``overwrite``; ``checksum`` compares the inputs' SHA-256 instead of their modification
     times (for archives that were copied or restored). ``on_plan(plan)`` is called
     once the work is known, ``progress(result)`` after every file, always in this process.
-    ``runner`` replaces :func:`run_job` (for instrumentation and tests).
+    ``runner`` replaces :func:`run_job` (for instrumentation and tests). The run options
+    (``model`` to ``device``, or ``options``) are those of :func:`tiledehaze.restore`.
 
     A file that cannot be restored is recorded in the report and the batch goes on; a full
     or read-only output disk stops the batch (``report.aborted``). The report is also written
@@ -470,13 +442,16 @@ def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
         raise ConfigError("use either --workers (a local cluster) or --scheduler (an existing one), not both")
     if memory_limit is not None:
         memory_limit = _parse_memory(memory_limit)
-    settings = Settings(model=model, weights=None if weights is None else str(Path(weights).resolve()),
-                        backend=backend, tile=tile, overlap=overlap, batch=batch, compression=compression,
-                        quality=quality, max_pixels=max_pixels, format=format,
-                        options=tuple(sorted(model_options.items())))
+    run = resolve(options, dict(model=model, weights=weights, backend=backend, tile=tile, overlap=overlap,
+                                batch=batch, threads=threads, precision=precision, device=device), model_options)
+    if not isinstance(run.model, str):
+        raise ConfigError("a batch needs a registered model name (workers build their own model)")
+    threads = run.threads
+    settings = Settings(run.replace(threads=None), compression=compression, quality=quality,
+                        max_pixels=max_pixels, format=format)
     # a wrong model, backend or weights file fails every file alike: say so once, up front
     # (in-process runs reuse this cached model)
-    get_model(model, weights=settings.weights, backend=backend, threads=threads, **model_options)
+    load_model(run)
     outdir = Path(outdir).absolute()
     if outdir.exists() and not outdir.is_dir():
         raise OutputError(f"output {outdir} is a file; give a folder for several inputs")
@@ -512,13 +487,13 @@ def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
                     progress(result)
                 return report.aborted is None
 
-            run = runner or run_job
+            run_one = runner or run_job
             if plan.jobs and (workers or scheduler):
-                report.workers = _run_dask(plan.jobs, settings, run, finished, workers=workers, scheduler=scheduler,
+                report.workers = _run_dask(plan.jobs, settings, run_one, finished, workers=workers, scheduler=scheduler,
                                            threads=threads, memory_limit=memory_limit, retries=retries)
             else:
                 for job in plan.jobs:
-                    if not finished(_run_here(run, job, settings, threads), job):
+                    if not finished(_run_here(run_one, job, settings, threads), job):
                         break
         finally:
             manifest.close()
@@ -552,7 +527,7 @@ def _plan(inputs, outdir: Path, settings: Settings, manifest: Manifest, *, globs
         if output.exists() and os.path.samefile(output, source):
             failed.append(JobResult(rel, str(source), str(output), "failed", "output would replace the input"))
             continue
-        digest = _file_digest(source) if checksum else None
+        digest = file_digest(source) if checksum else None
         if not overwrite:
             if manifest.is_current(job, key, digest, outdir):
                 skipped.append(str(source))
@@ -594,7 +569,7 @@ def _write_report(report: BatchReport, outdir: Path) -> None:
 def default_memory_limit(jobs: Sequence[Job], settings: Settings, workers: int) -> tuple[int, int]:
     """``(workers, bytes per worker)``: fewer workers when the largest image would not fit N times."""
     total = _available_memory()
-    need = max((_peek_memory(j.source, settings.tile, settings.overlap) for j in jobs), default=_RUNTIME_BYTES)
+    need = max((_peek_memory(j.source, settings.run.tile, settings.run.overlap) for j in jobs), default=_RUNTIME_BYTES)
     budget = int(total * 0.85)
     fit = max(1, budget // max(need, 1))
     if fit < workers:

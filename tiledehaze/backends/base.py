@@ -19,6 +19,8 @@ from ..executor import Done, Pending
 if TYPE_CHECKING:
     import torch
 
+    from ..options import RunOptions
+
 
 @runtime_checkable
 class Network(Protocol):
@@ -105,22 +107,28 @@ def available_backends() -> list[BackendInfo]:
     return [_PROBES[name]() for name in AUTO_ORDER]
 
 
-def create_backend(name: str, network: Network, **options) -> Backend:
-    """Create backend ``name`` (or the fastest usable one for ``auto``) for ``network``."""
+def create_backend(name: str, network: Network, options: RunOptions | None = None, **kwargs) -> Backend:
+    """Create backend ``name`` (or the fastest usable one for ``auto``) for ``network``.
+
+    ``options`` supplies threads, precision, device, tile and batch (the tile and batch size the
+    plan will use, e.g. for TensorRT's profile); ``kwargs`` add or override backend-specific ones.
+    """
+    if options is not None:
+        kwargs = {**options.backend_kwargs(), **kwargs}
     if name == "auto":
         reasons = []
-        device = str(options.get("device") or "")
+        device = str(kwargs.get("device") or "")
         for candidate in AUTO_ORDER:
             if (device == "cpu" and candidate in GPU_ONLY) or (device.startswith("cuda") and candidate not in GPU_ONLY):
                 continue
             info = _PROBES[candidate]()
             if info.unavailable is None:
-                return _FACTORIES[candidate](network, **options)
+                return _FACTORIES[candidate](network, **kwargs)
             reasons.append(f"{candidate}: {info.unavailable}")
         what = "GPU inference backend" if device.startswith("cuda") else "inference backend"
         raise BackendUnavailable(f"no {what} can run here (" + "; ".join(reasons) + ")")
     check_backend(name)
-    return _FACTORIES[name](network, **options)
+    return _FACTORIES[name](network, **kwargs)
 
 
 def check_backend(name: str) -> None:

@@ -83,8 +83,8 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, network: Network, *, threads: int | None = None, device: str | None = "cpu",
-                 precision: str | None = None, batch: int | None = None, tile: int = 1024,
-                 cache_dir: str | os.PathLike | None = None, device_id: int = 0, **_: object):
+                 precision: str | None = None, batch: int | None = None, tile: int | None = None,
+                 cache_dir: str | os.PathLike | None = None, device_id: int = 0):
         import onnxruntime as ort
 
         device = device or "cpu"
@@ -126,7 +126,7 @@ class OnnxRuntimeBackend(Backend):
             if reason is not None:  # ONNX Runtime would load plans from there: same rule as ours
                 log.warning("not caching TensorRT engines: %s", reason)
                 trt_cache = None
-        providers = provider_list(device, device_id=device_id, batch=self.preferred_batch, tile=tile,
+        providers = provider_list(device, device_id=device_id, batch=self.preferred_batch, tile=tile or 1024,
                                   cache_dir=trt_cache, input_name=self.input_name)
         self.session = ort.InferenceSession(graph, opts, providers=providers)
         wanted = PROVIDERS[device]

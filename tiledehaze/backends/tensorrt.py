@@ -193,10 +193,11 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, network, *, precision: str | None = None, tile: int = DEFAULT_TILE,
+    def __init__(self, network, *, precision: str | None = None, tile: int | None = None,
                  batch: int | None = None, cache_dir: str | os.PathLike | None = None,
                  workspace: int = DEFAULT_WORKSPACE, device: str | None = None, streams: int | StreamRing = 2,
-                 **_: object):
+                 threads: int | None = None):
+        del threads  # a run option every backend takes; a TensorRT engine needs no host threads
         problem = tensorrt_problem()
         if problem is not None:
             raise BackendUnavailable(f"tensorrt: {problem}")
@@ -208,7 +209,7 @@ class TensorRTBackend(Backend):
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be fp32 or fp16, not {self.precision!r}")
         self.device = torch.device(_cuda_device(device))
-        self.tile = tile
+        self.tile = tile or DEFAULT_TILE  # the plan's tile side: the engine profile's largest
         self.preferred_batch = batch or GPU_BATCH
         self.workspace = workspace
         self.cache = EngineCache(cache_dir)

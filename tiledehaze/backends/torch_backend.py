@@ -35,7 +35,8 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, network, *, threads: int | None = None, device: str | None = "auto",
-                 precision: str | None = None, batch: int | None = None, streams: int | StreamRing = 2, **_: object):
+                 precision: str | None = None, batch: int | None = None, tile: int | None = None,
+                 streams: int | StreamRing = 2):
         import torch
 
         self.torch = torch

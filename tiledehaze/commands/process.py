@@ -13,6 +13,7 @@ from ..batch import FORMAT_EXTENSIONS, REPORT_NAME, process_batch
 from ..errors import ConfigError
 from ..io import EXTENSIONS
 from ..io.tiff import COMPRESSIONS
+from ..options import RunOptions
 from ..progress import batch_progress, progress_bar
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,11 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, help="tiles per inference call (default: what suits the backend)")
 
 
-def gpu_options(args: argparse.Namespace) -> dict:
-    """``--precision`` and ``--device`` as model options, left out when not given."""
-    return {k: v for k in ("precision", "device") if (v := getattr(args, k, None)) is not None}
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The options object the model options on the command line describe."""
+    return RunOptions.create(model=args.model, weights=args.weights, backend=args.backend, threads=args.threads,
+                             tile=args.tile, overlap=args.overlap, batch=args.batch, precision=args.precision,
+                             device=args.device)
 
 
 def _tile(value: str) -> int | None:
@@ -135,12 +138,10 @@ def run_batch(args: argparse.Namespace) -> int:
 
     with ExitStack() as stack:
         report = process_batch(
-            args.input, args.output, model=args.model, weights=args.weights, backend=args.backend,
-            threads=args.threads, tile=args.tile, overlap=args.overlap, batch=args.batch,
-            compression=args.compression, quality=args.quality, overwrite=args.overwrite,
-            max_pixels=args.max_pixels, format=args.format, globs=args.globs, workers=args.workers,
-            scheduler=args.scheduler, memory_limit=args.memory_limit, retries=args.retries,
-            checksum=args.checksum, on_plan=on_plan, progress=progress, **gpu_options(args))
+            args.input, args.output, options=run_options(args), compression=args.compression, quality=args.quality,
+            overwrite=args.overwrite, max_pixels=args.max_pixels, format=args.format, globs=args.globs,
+            workers=args.workers, scheduler=args.scheduler, memory_limit=args.memory_limit, retries=args.retries,
+            checksum=args.checksum, on_plan=on_plan, progress=progress)
     for failure in report.failed[:SHOWN_FAILURES]:
         print(f"failed: {failure.source}: {failure.reason}", file=sys.stderr)
     if len(report.failed) > SHOWN_FAILURES:
@@ -160,10 +161,8 @@ def run_single(args: argparse.Namespace) -> int:
     output = args.output or default_output(args.input)
     with progress_bar(f"{args.input.name}", enabled=False if args.no_progress else None) as (set_total, advance):
         result = process_file(
-            args.input, output, model=args.model, weights=args.weights, backend=args.backend,
-            threads=args.threads, tile=args.tile, overlap=args.overlap, batch=args.batch,
-            compression=args.compression, quality=args.quality, overwrite=args.overwrite,
-            max_pixels=args.max_pixels, on_plan=set_total, progress=advance, **gpu_options(args))
+            args.input, output, options=run_options(args), compression=args.compression, quality=args.quality,
+            overwrite=args.overwrite, max_pixels=args.max_pixels, on_plan=set_total, progress=advance)
     log.info("%s -> %s: %.1f MP, %d tiles, %.1f s", result.source, result.output, result.megapixels,
              result.tiles, result.seconds)
     print(f"{result.output}  ({result.megapixels:.1f} MP in {result.seconds:.1f} s, "

@@ -10,15 +10,18 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ConfigError
+from ..options import RunOptions
 from .base import Model
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    factory: Callable[..., Model]
+    factory: Callable[[RunOptions], Model]
     description: str
     default_weights: Path | None = None
+    #: the model's own options, besides the run options every model takes
+    options: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -32,26 +35,34 @@ def list_models() -> list[ModelEntry]:
     return list(_REGISTRY.values())
 
 
-def create_model(name: str = "aodnet", **options) -> Model:
-    """Create a registered model; options go to its factory (weights, backend, threads...)."""
-    if isinstance(name, Model):
-        return name
+def model_entry(name: str) -> ModelEntry:
+    """The registered entry ``name``; :class:`ConfigError` (with the choices) when there is none."""
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model {name!r}; choose from {', '.join(_REGISTRY)}")
-    return _REGISTRY[name].factory(**options)
+    return _REGISTRY[name]
 
 
-def _aodnet(*, weights: str | Path | None = None, backend: str = "auto", threads: int | None = None,
-            device: str | None = None, **backend_options) -> Model:
+def build_model(options: RunOptions) -> Model:
+    """The model ``options`` describe, on the backend they ask for."""
+    if isinstance(options.model, Model):
+        return options.model
+    return model_entry(options.model).factory(options)
+
+
+def create_model(name: str = "aodnet", **options) -> Model:
+    """Create a registered model from keyword options (weights, backend, threads, the model's own...)."""
+    if isinstance(name, Model):
+        return name
+    return build_model(RunOptions.create(model=name, **options))
+
+
+def _aodnet(options: RunOptions) -> Model:
     from ..backends import check_backend, create_backend
     from .aodnet import AODNet, AODNetModel, load_weights
 
-    check_backend(backend)  # an unusable backend is reported before weights are read
-    network = AODNet(load_weights(weights))
-    opts = dict(backend_options, threads=threads)
-    if device is not None:
-        opts["device"] = device
-    return AODNetModel(create_backend(backend, network, **opts))
+    check_backend(options.backend)  # an unusable backend is reported before weights are read
+    network = AODNet(load_weights(options.weights))
+    return AODNetModel(create_backend(options.backend, network, options))
 
 
 from .aodnet import DEFAULT_WEIGHTS  # noqa: E402
@@ -59,17 +70,14 @@ from .aodnet import DEFAULT_WEIGHTS  # noqa: E402
 register_model(ModelEntry("aodnet", _aodnet, "AOD-Net (Li et al. 2017), 1,761 parameters", DEFAULT_WEIGHTS))
 
 
-def _dcp(*, patch: int = 15, omega: float = 0.95, t0: float = 0.1, top_fraction: float = 0.001,
-         guided_radius: int = 40, guided_eps: float = 1e-3, backend: str | None = None, threads: int | None = None,
-         device: str | None = None, weights: str | Path | None = None, precision: str | None = None) -> Model:
-    """Dark Channel Prior; backend/threads/device/weights/precision are accepted so the engine can pass them
-    uniformly."""
+def _dcp(options: RunOptions) -> Model:
+    """Dark Channel Prior; it runs on numpy and OpenCV, so the backend options do not apply."""
     from .dcp import DCPModel
 
-    return DCPModel(patch=patch, omega=omega, t0=t0, top_fraction=top_fraction,
-                    guided_radius=guided_radius, guided_eps=guided_eps)
+    return DCPModel(**options.model_kwargs)
 
 
-register_model(ModelEntry("dcp", _dcp, "Dark Channel Prior (He et al. 2009), guided-filter refinement, no weights"))
+register_model(ModelEntry("dcp", _dcp, "Dark Channel Prior (He et al. 2009), guided-filter refinement, no weights",
+                          options=("patch", "omega", "t0", "top_fraction", "guided_radius", "guided_eps")))
 
-__all__ = ["Model", "ModelEntry", "create_model", "list_models", "register_model"]
+__all__ = ["Model", "ModelEntry", "build_model", "create_model", "list_models", "model_entry", "register_model"]
