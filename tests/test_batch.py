@@ -18,6 +18,8 @@ from PIL import Image
 
 import tiledehaze
 from tiledehaze import batch as batch_mod
+from tiledehaze.batch import memory
+from tiledehaze.engine import plan_overlap
 from tiledehaze.batch import MANIFEST_NAME, REPORT_NAME, estimate_job_memory, process_batch, run_job
 from tiledehaze.cli import main
 
@@ -272,10 +274,31 @@ def test_memory_estimate_grows_with_width_and_limits_workers(monkeypatch, tmp_pa
 
     big = make_photo(tmp_path / "big.png", 400, 600)
     job = batch_mod.Job(str(big), str(tmp_path / "o.png"), "o.png", 1, 1)
-    need = batch_mod._peek_memory(str(big), 1024, None)
-    monkeypatch.setattr(batch_mod, "_available_memory", lambda: int(need * 2.5 / 0.85))
-    workers, limit = batch_mod.default_memory_limit([job], batch_mod.Settings(), 4)
+    need = memory.job_memory(str(big), tile=1024, overlap=22)
+    monkeypatch.setattr(memory, "available_memory", lambda: int(need * 2.5 / 0.85))
+    workers, limit = batch_mod.default_memory_limit([job], 4, tile=1024, overlap=22)
     assert workers == 2 and limit >= need
+
+
+def test_memory_estimates_use_the_models_real_overlap(monkeypatch, tmp_path, make_photo):
+    """DCP's guided filter needs a 182 px overlap at its defaults, not AOD-Net's 22."""
+    from tiledehaze.batch import cluster
+
+    assert plan_overlap(tiledehaze.get_model("dcp")) == 182
+    seen = []
+    monkeypatch.setattr(cluster, "default_memory_limit", lambda jobs, workers, **kw: seen.append(kw) or (1, 1 << 30))
+
+    class Stop(Exception):
+        pass
+
+    def no_cluster(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr("distributed.LocalCluster", no_cluster)
+    make_photo(tmp_path / "src" / "p.png", 64, 64)
+    with pytest.raises(Stop):
+        process_batch([tmp_path / "src"], tmp_path / "out", model="dcp", workers=2)
+    assert seen == [{"tile": 1024, "overlap": 182}]
 
 
 def test_single_file_form_is_unchanged(tmp_path, make_photo, weights_file, capsys):

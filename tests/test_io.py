@@ -1,5 +1,6 @@
 """Files in, files out: pixels, bit depth and metadata survive; streamed output equals restore()."""
 
+import cv2
 import numpy as np
 import pytest
 import tifffile
@@ -129,3 +130,32 @@ def test_formats_that_cannot_hold_the_data_are_refused_before_work(tmp_path, wei
     with pytest.raises(tiledehaze.ConfigError, match="cannot store float32"):
         tiledehaze.process_file(src, tmp_path / "f.png", weights=weights_path)
     assert not (tmp_path / "f.png").exists()
+
+
+def test_probe_reads_the_same_image_info_as_the_readers_without_decoding(tmp_path):
+    from tiledehaze.io import probe
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rgb = smooth_image(30, 50)
+    files = {"turned.jpg": lambda p: Image.fromarray(rgb).save(p, exif=exif.tobytes(), icc_profile=b"\x00icc" * 8),
+             "rgba.png": lambda p: Image.fromarray(smooth_image(30, 50, 4)).save(p),
+             "gray16.png": lambda p: cv2.imwrite(str(p), smooth_image(30, 50, None, np.uint16)),
+             "rgb16.png": lambda p: cv2.imwrite(str(p), smooth_image(30, 50, 3, np.uint16)),
+             "palette.bmp": lambda p: Image.fromarray(rgb).convert("P").save(p),
+             "gray.webp": lambda p: Image.fromarray(smooth_image(30, 50, None)).save(p, lossless=True)}
+    for name, save in files.items():
+        save(tmp_path / name)
+        with open_image(tmp_path / name) as reader:
+            assert probe(tmp_path / name) == reader.info, name
+    tif = tmp_path / "planar.tif"
+    tifffile.imwrite(tif, smooth_image(30, 50, 3, np.uint16).transpose(2, 0, 1), photometric="rgb",
+                     planarconfig="separate")
+    info = probe(tif)
+    with open_image(tif) as reader:
+        assert (info.height, info.width, info.channels, info.dtype, info.format) == \
+               (reader.info.height, reader.info.width, reader.info.channels, reader.info.dtype, "tiff")
+    assert probe(tmp_path / "turned.jpg").shape == (50, 30, 3)
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(tiledehaze.InputError, match="empty"):
+        probe(tmp_path / "empty.png")

@@ -30,10 +30,15 @@ def default_overlap(halo: int) -> int:
     return 2 * halo + 8
 
 
+def plan_overlap(model: Model, overlap: int | None = None) -> int:
+    """The overlap a plan for ``model`` uses: ``overlap``, or the default for the model's halo."""
+    return default_overlap(model.halo) if overlap is None else overlap
+
+
 def make_plan(height: int, width: int, model: Model, *, tile: int | None = 1024,
               overlap: int | None = None) -> TilePlan:
     """Plan tiles for ``model``; ``tile=None`` means the whole image in one pass."""
-    overlap = default_overlap(model.halo) if overlap is None else overlap
+    overlap = plan_overlap(model, overlap)
     if tile is None:
         tile = max(height, width, overlap + 1)
     return TilePlan(height, width, tile=tile, overlap=overlap, halo=model.halo)

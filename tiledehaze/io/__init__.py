@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, InputError
 from .base import ArrayReader, Band, ImageInfo, Reader, Writer, collect
-from .raster import RasterWriter, check_writable, read_raster
+from .raster import RasterWriter, check_writable, probe_raster, read_raster
 from .tiff import TiffReader, TiffWriter
 
 EXTENSIONS = {
@@ -26,6 +26,24 @@ def format_of_path(path: str | Path) -> str:
 
 def open_image(path: str | Path, *, pixel_limit: int | None = None) -> Reader:
     """Open an image for band reads; the format is taken from its content, not its name."""
+    if _is_tiff(path):
+        return TiffReader(path)
+    return read_raster(path, pixel_limit=pixel_limit)
+
+
+def probe(path: str | Path) -> ImageInfo:
+    """The :class:`ImageInfo` :func:`open_image` would give, from the header: no pixels are decoded.
+
+    Raises :class:`InputError` as :func:`open_image` does (except for the pixel limit).
+    """
+    if _is_tiff(path):
+        with TiffReader(path, warn=False) as reader:
+            return reader.info
+    return probe_raster(path)
+
+
+def _is_tiff(path: str | Path) -> bool:
+    """Whether the file holds a TIFF (by its content); :class:`InputError` when it cannot be read."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not an image")
@@ -40,9 +58,7 @@ def open_image(path: str | Path, *, pixel_limit: int | None = None) -> Reader:
         raise InputError(f"{path}: cannot open ({exc.strerror})") from None
     if not head:
         raise InputError(f"{path}: file is empty")
-    if head in _TIFF_MAGIC:
-        return TiffReader(path)
-    return read_raster(path, pixel_limit=pixel_limit)
+    return head in _TIFF_MAGIC
 
 
 def writer_for(path: str | Path, info: ImageInfo, *, compression: str | None = None,
@@ -57,4 +73,4 @@ def writer_for(path: str | Path, info: ImageInfo, *, compression: str | None = N
 
 
 __all__ = ["ArrayReader", "Band", "ImageInfo", "Reader", "Writer", "collect", "format_of_path",
-           "open_image", "writer_for", "TiffReader", "TiffWriter"]
+           "open_image", "probe", "writer_for", "TiffReader", "TiffWriter"]

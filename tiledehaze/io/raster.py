@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ConfigError, InputError
+from ..pixels import Layout
 from .base import ArrayReader, Band, ImageInfo, Writer, collect
 
 #: default limit on decoded size for whole-image formats; TILEDEHAZE_MAX_PIXELS or --max-pixels raise it
@@ -40,37 +41,20 @@ def _png_bit_depth(path: Path) -> int:
 
 def read_raster(path: str | Path, *, pixel_limit: int | None = None) -> ArrayReader:
     path = Path(path)
-    try:
-        im = Image.open(path)
-    except UnidentifiedImageError:
-        raise InputError(f"{path}: not a readable image (unknown format, or a damaged header)") from None
-    except Exception as exc:
-        text = str(exc).strip().splitlines()
-        raise InputError(f"{path}: truncated or damaged image header ({type(exc).__name__}"
-                         f"{': ' + text[0][:120] if text else ''})") from None
-    with im:
-        fmt = FORMATS.get(im.format or "")
-        if fmt is None:
-            raise InputError(f"{path}: {im.format} images are not supported (use TIFF, JPEG, PNG, WebP or BMP)")
+    with _open(path) as im:
+        fmt, meta = _header(path, im)
         w, h = im.size
         limit = max_pixels(pixel_limit)
         if w * h > limit:
             raise InputError(f"{path}: declares {w}x{h} = {w * h / 1e6:.0f} MP, above the limit of {limit / 1e6:.0f} MP "
                              "for formats decoded whole; raise it with --max-pixels or TILEDEHAZE_MAX_PIXELS, "
                              "or convert to tiled TIFF")
-        if w == 0 or h == 0:
-            raise InputError(f"{path}: image has no pixels")
-        meta = {"icc_profile": im.info.get("icc_profile"), "dpi": im.info.get("dpi")}
         try:
             if fmt == "png" and _png_bit_depth(path) == 16:
                 pixels = _read_png16(path)
             else:
                 if fmt == "jpeg":
-                    exif = im.getexif()
                     im = ImageOps.exif_transpose(im)
-                    if exif:
-                        exif[0x0112] = 1  # orientation has been applied
-                        meta["exif"] = exif.tobytes()
                 pixels = _pil_to_array(im)
         except InputError:
             raise
@@ -79,19 +63,79 @@ def read_raster(path: str | Path, *, pixel_limit: int | None = None) -> ArrayRea
     return ArrayReader(pixels, fmt, {"raster": meta})
 
 
-def _pil_to_array(im: Image.Image) -> np.ndarray:
+def probe_raster(path: str | Path) -> ImageInfo:
+    """The :class:`ImageInfo` :func:`read_raster` would give, from the header alone (no pixels decoded)."""
+    path = Path(path)
+    with _open(path) as im:
+        fmt, meta = _header(path, im)
+        w, h = im.size
+        if fmt == "jpeg" and im.getexif().get(0x0112) in (5, 6, 7, 8):
+            w, h = h, w  # read_raster turns these upright
+        mode = _decoded_mode(im)
+        if fmt == "png" and _png_bit_depth(path) == 16:
+            dtype = np.dtype(np.uint16)
+        else:
+            dtype = np.dtype({"I;16": np.uint16, "I;16B": np.uint16, "I;16L": np.uint16, "I": np.uint16,
+                              "F": np.float32}.get(mode, np.uint8))
+        bands = Image.getmodebands(mode) if mode in ("LA", "RGB", "RGBA") else 1
+        shape = (h, w) if bands == 1 else (h, w, bands)
+        layout = Layout.of(shape, dtype)
+        return ImageInfo(h, w, layout.channels, layout.squeeze, dtype, fmt, {"raster": meta})
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        return Image.open(path)
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not a readable image (unknown format, or a damaged header)") from None
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        raise InputError(f"{path}: truncated or damaged image header ({type(exc).__name__}"
+                         f"{': ' + text[0][:120] if text else ''})") from None
+
+
+def _header(path: Path, im: Image.Image) -> tuple[str, dict]:
+    """The format and the metadata to carry over, from an opened image; refuses what we cannot restore."""
+    fmt = FORMATS.get(im.format or "")
+    if fmt is None:
+        raise InputError(f"{path}: {im.format} images are not supported (use TIFF, JPEG, PNG, WebP or BMP)")
+    if 0 in im.size:
+        raise InputError(f"{path}: image has no pixels")
+    meta = {"icc_profile": im.info.get("icc_profile"), "dpi": im.info.get("dpi")}
+    if fmt == "jpeg":
+        exif = im.getexif()
+        if exif:
+            orientation = exif.get(0x0112)
+            exif[0x0112] = 1  # orientation is applied on read
+            meta["exif"] = exif.tobytes()
+            if orientation is None:  # the image's own EXIF still decides how it is turned upright
+                del exif[0x0112]
+            else:
+                exif[0x0112] = orientation
+    return fmt, meta
+
+
+def _decoded_mode(im: Image.Image) -> str:
+    """The Pillow mode :func:`_pil_to_array` converts ``im`` to before taking its pixels."""
     mode = im.mode
-    if mode in ("1", "P", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La", "PA"):
-        im = im.convert("RGBA" if "transparency" in im.info or mode in ("RGBa", "PA") else "RGB") \
-            if mode not in ("1", "La") else im.convert("L" if mode == "1" else "LA")
-    elif mode in ("I;16", "I;16B", "I;16L"):
+    if mode == "1":
+        return "L"
+    if mode == "La":
+        return "LA"
+    if mode in ("P", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "PA"):
+        return "RGBA" if "transparency" in im.info or mode in ("RGBa", "PA") else "RGB"
+    return mode
+
+
+def _pil_to_array(im: Image.Image) -> np.ndarray:
+    mode = _decoded_mode(im)
+    if mode in ("I;16", "I;16B", "I;16L"):
         return np.asarray(im, dtype=np.uint16).copy()
-    elif mode == "I":
-        arr = np.asarray(im)
-        return np.clip(arr, 0, 65535).astype(np.uint16)
-    elif mode == "F":
+    if mode == "I":
+        return np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
+    if mode == "F":
         return np.asarray(im, dtype=np.float32).copy()
-    return np.array(im)
+    return np.array(im if mode == im.mode else im.convert(mode))
 
 
 def _read_png16(path: Path) -> np.ndarray:

@@ -38,8 +38,9 @@ COMPRESSIONS = ("keep", "none", "zlib", "zstd", "lzw", "lzma", "jpeg", "webp", "
 
 
 class TiffReader(Reader):
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, warn: bool = True):
         self.path = Path(path)
+        self.warn = warn
         try:
             self.tif = tifffile.TiffFile(self.path)
         except Exception as exc:
@@ -64,7 +65,7 @@ class TiffReader(Reader):
             raise InputError(f"{self.path}: damaged TIFF ({_short(exc)})") from None
 
     def _open(self, page) -> None:
-        if len(self.tif.pages) > 1:
+        if self.warn and len(self.tif.pages) > 1:
             log.warning("%s holds %d images; only the first is restored", self.path, len(self.tif.pages))
         photometric = int(page.photometric)
         if photometric not in (0 + 1, 2, 6):  # MINISBLACK, RGB, YCBCR (decoded to RGB)

@@ -1,0 +1,101 @@
+"""Running a batch's jobs on dask: a local cluster of worker processes, or an existing one."""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from typing import Callable, Sequence
+
+from ..errors import ConfigError
+from .jobs import Job, JobResult, describe_task_error
+from .memory import default_memory_limit
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[[Job, Settings, "int | None"], JobResult]
+
+
+def worker_threads() -> int | None:
+    """Inside a dask worker: cores shared fairly between its task threads; elsewhere: the default."""
+    try:
+        from distributed import get_worker
+
+        nthreads = get_worker().state.nthreads
+    except (ImportError, ValueError, AttributeError):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, nthreads))
+
+
+def run_on_dask(jobs: Sequence[Job], settings: Settings, run: Runner, finished: Callable[[JobResult, Job], bool], *,
+                workers: int | None, scheduler: str | None, threads: int | None, memory_limit, retries: int,
+                overlap: int) -> str:
+    """Run ``jobs`` on dask, handing each result to ``finished`` (which returns False to stop); returns a label
+    for the report. ``overlap`` is the plan's, for the memory estimate."""
+    import dask
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    # the scheduler and nanny log every start and stop at INFO; keep them for -vv only
+    dask_log = logging.getLogger("distributed")
+    dask_log.setLevel(logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.ERROR)
+    with dask.config.set({
+        # keep glibc's adaptive mmap threshold: a fixed trim threshold makes every large
+        # temporary a fresh mmap, which halves inference speed (see FIELD-NOTES)
+        "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    }):
+        if scheduler:
+            check_reachable(scheduler)
+            try:
+                client = Client(scheduler, timeout="20s")
+            except (OSError, TimeoutError) as exc:
+                raise ConfigError(f"cannot reach the dask scheduler at {scheduler} ({exc})") from None
+            label = f"cluster {scheduler}"
+        else:
+            if memory_limit is None:
+                workers, limit = default_memory_limit(jobs, workers, tile=settings.run.tile, overlap=overlap)
+            else:
+                limit = memory_limit
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            threads = threads or max(1, cores // workers)
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=limit,
+                                   dashboard_address=None, silence_logs=logging.ERROR)
+            client = Client(cluster)
+            label = f"{workers} dask worker{'s' if workers > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
+    try:
+        futures = client.map(run, list(jobs), settings=settings, threads=threads, pure=False, retries=retries)
+        by_key = {f.key: job for f, job in zip(futures, jobs)}
+        done = as_completed(futures, with_results=True, raise_errors=False)
+        for future, result in done:
+            job = by_key[future.key]
+            if future.status != "finished":
+                exc = result[1] if isinstance(result, tuple) and len(result) == 3 else future.exception()
+                result = JobResult(job.relpath, job.source, job.output, "failed", describe_task_error(exc))
+                log.error("%s: %s", job.source, "".join(traceback.format_exception(exc)).rstrip())
+            if not finished(result, job):
+                client.cancel([f for f in futures if not f.done()])
+                break
+        return label
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def check_reachable(address: str) -> None:
+    """Fail in a moment, not after the client's timeout, when nothing listens at a tcp:// address."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if not address.startswith("tcp://"):
+        return
+    parts = urlsplit(address)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 8786), timeout=5):
+            pass
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"cannot reach the dask scheduler at {address} ({reason}); "
+                          "is 'dask scheduler' running there?") from None
