@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import add_command
+
 EXAMPLES = """examples:
   tiledehaze engine build                            fp16, 1024 px tiles, batches of 8
   tiledehaze engine build --tile 2048 --batch 4 --precision fp32
@@ -13,10 +15,9 @@ EXAMPLES = """examples:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("engine", help="prebuild and list cached TensorRT engines",
-                       description="TensorRT compiles the network for one GPU and TensorRT version; building "
-                                   "takes a while, so engines are cached. Build them once before a batch run.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(sub, "engine", help="prebuild and list cached TensorRT engines", examples=EXAMPLES,
+                    description="TensorRT compiles the network for one GPU and TensorRT version; building "
+                                "takes a while, so engines are cached. Build them once before a batch run.")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     b = actions.add_parser("build", help="build (or find) the engine for a tile size, batch and precision")
     b.add_argument("--tile", type=int, default=1024, help="largest tile side the engine takes (default: 1024)")

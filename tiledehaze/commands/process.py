@@ -15,6 +15,7 @@ from ..io import EXTENSIONS
 from ..io.tiff import COMPRESSIONS
 from ..options import RunOptions
 from ..progress import batch_progress, progress_bar
+from . import add_command
 
 log = logging.getLogger(__name__)
 #: failures listed on the terminal at the end of a batch; the report holds them all
@@ -71,10 +72,9 @@ def _tile(value: str) -> int | None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("process", help="dehaze image files",
-                       description="Dehaze an image. TIFF/BigTIFF inputs are streamed in bounded memory; "
-                                   "georeferencing, bit depth, tiling, ICC profile and resolution are kept.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(sub, "process", help="dehaze image files", examples=EXAMPLES,
+                    description="Dehaze an image. TIFF/BigTIFF inputs are streamed in bounded memory; "
+                                "georeferencing, bit depth, tiling, ICC profile and resolution are kept.")
     p.add_argument("input", type=Path, nargs="+", help="image files (TIFF, JPEG, PNG, WebP, BMP) or folders")
     p.add_argument("-o", "--output", type=Path,
                    help="output file for one input (default: INPUT_dehazed.EXT; its extension picks the format), "
