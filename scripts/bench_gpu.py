@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tiledehaze  # noqa: E402
 from benchlib import machine, write_large_tiff  # noqa: E402
 from tiledehaze.backends import base, create_backend  # noqa: E402
-from tiledehaze.executor import pipelined  # noqa: E402
+from tiledehaze.pipeline import pipelined  # noqa: E402
 from tiledehaze.models.aodnet import AODNet, load_weights  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""The executor: out-of-memory back-off, batches in flight, one dask worker per GPU."""
+"""Out-of-memory back-off, batches in flight, one dask worker per GPU."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import pytest
 
 import tiledehaze
 from tiledehaze.backends import Backend
-from tiledehaze.executor import (BackoffRunner, DeviceOutOfMemory, Done, gpu_worker_commands,
-                                 gpu_worker_resources, pipelined, run_with_backoff, split_batch)
+from tiledehaze.batch import gpu_worker_commands, gpu_worker_resources
+from tiledehaze.errors import OutOfMemory
+from tiledehaze.executor import BackoffRunner, split_batch
+from tiledehaze.pending import Done
+from tiledehaze.pipeline import pipelined
 from tiledehaze.models.aodnet import AODNetModel
 
 
@@ -47,7 +50,7 @@ def tiles(n: int) -> np.ndarray:
 def test_out_of_memory_halves_the_batch_and_keeps_every_tile_in_order(caplog):
     backend = ShrinkingGPU(fits=2)
     with caplog.at_level(logging.WARNING, logger="tiledehaze.executor"):
-        out = run_with_backoff(backend, tiles(8))
+        out = BackoffRunner(backend).run(tiles(8))
     np.testing.assert_array_equal(out, tiles(8) * 2)
     assert backend.calls[:3] == [8, 4, 2]  # 8 fails, 4 fails, then pieces of 2
     assert all(n <= 2 for n in backend.calls[3:])
@@ -77,8 +80,8 @@ def test_submit_falls_back_to_smaller_batches_on_oom():
 
 
 def test_a_single_tile_that_does_not_fit_is_a_clear_error_not_a_loop():
-    with pytest.raises(DeviceOutOfMemory, match="single 4x4 tile; use a smaller --tile"):
-        run_with_backoff(ShrinkingGPU(fits=0), tiles(4))
+    with pytest.raises(OutOfMemory, match="single 4x4 tile; use a smaller --tile"):
+        BackoffRunner(ShrinkingGPU(fits=0)).run(tiles(4))
 
 
 def test_other_errors_are_never_swallowed():
@@ -87,7 +90,7 @@ def test_other_errors_are_never_swallowed():
             raise ValueError("a bug")
 
     with pytest.raises(ValueError, match="a bug"):
-        run_with_backoff(Broken(fits=8), tiles(4))
+        BackoffRunner(Broken(fits=8)).run(tiles(4))
 
 
 def test_backends_that_signal_oom_in_the_message_are_understood():
@@ -102,7 +105,7 @@ def test_backends_that_signal_oom_in_the_message_are_understood():
         def is_oom(self, exc):
             return "failed to allocate" in str(exc).lower()
 
-    np.testing.assert_array_equal(run_with_backoff(MessageOOM(fits=1), tiles(3)), tiles(3) * 2)
+    np.testing.assert_array_equal(BackoffRunner(MessageOOM(fits=1)).run(tiles(3)), tiles(3) * 2)
 
 
 def test_pipelined_keeps_order_and_bounds_the_work_in_flight():

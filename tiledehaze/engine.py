@@ -8,14 +8,14 @@ yielded as soon as no later tile can touch them, already converted back to the s
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from typing import Callable, Iterator
 
 import numpy as np
 
-from .executor import pipelined
 from .io.base import Band, Reader
 from .models.base import Model
+from .pipeline import pipelined, read_ahead
 from .pixels import from_unit_rgb, to_unit_rgb
 from .plan import TilePlan
 
@@ -54,12 +54,9 @@ def restore_bands(reader: Reader, model: Model, plan: TilePlan, *, batch: int | 
     width = info.width
     # rows shared with the next tile row, already holding this row's weighted share
     carry = np.zeros((0, width, 3), np.float32)
-    with ThreadPoolExecutor(1, thread_name_prefix="tiledehaze-read") as pool:
-        pending = pool.submit(reader.read, *plan.rows[0])
-        for r, (y0, y1) in enumerate(plan.rows):
-            band = pending.result()
-            if r + 1 < len(plan.rows):
-                pending = pool.submit(reader.read, *plan.rows[r + 1])
+    # the next band is read and decoded in a thread while this one is blended; closing waits for that read
+    with closing(read_ahead(reader.read, plan.rows)) as bands:
+        for r, ((y0, y1), band) in enumerate(zip(plan.rows, bands)):
             acc = np.zeros((y1 - y0, width, 3), np.float32)
             acc[: len(carry)] = carry
             _blend_row(acc, band, layout, model, state, plan, r, batch, progress)

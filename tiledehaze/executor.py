@@ -1,52 +1,21 @@
-"""Keep an accelerator busy: batches in flight, out-of-memory back-off, one worker per GPU.
+"""Out of device memory is an expected outcome, not a crash: halve the batch and carry on.
 
-The engine hands over the tiles of one tile row in chunks of ``model.preferred_batch``.
-:func:`pipelined` keeps up to ``depth`` chunks in flight, so that while the GPU works on one
-chunk the host already stacks the next and the previous one is copied back. Around it, the
-engine prefetches the next band in a thread (reading and decoding) and
-:func:`tiledehaze.pipeline.background` lets the writer encode the previous band: reading,
-host-to-device copies, inference, device-to-host copies and writing all overlap, each stage
-bounded to one or two items, so memory stays bounded whatever the image size.
-
-Running out of device memory is an expected outcome, not a crash: :class:`BackoffRunner`
-halves the batch, logs a warning and carries on (see chaiNNer's auto-split in STYLE.md).
+:class:`BackoffRunner` runs tiles through a backend; when the device runs out of memory it
+halves the batch, logs a warning and carries on (see chaiNNer's auto-split in STYLE.md). Only
+a single tile that does not fit stops the run, with :class:`~tiledehaze.errors.OutOfMemory`.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
-from .errors import TileDehazeError
+from .errors import OutOfMemory
+from .pending import Done, Pending
 
 log = logging.getLogger(__name__)
-
-
-class Pending(Protocol):
-    """Work handed to a device; :meth:`result` waits for it and returns host memory."""
-
-    def result(self) -> np.ndarray: ...
-
-
-class Done:
-    """A result that is already there (CPU backends run synchronously)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: np.ndarray):
-        self.value = value
-
-    def result(self) -> np.ndarray:
-        return self.value
-
-
-class DeviceOutOfMemory(TileDehazeError):
-    """Even a single tile does not fit in device memory."""
-
-    exit_code = 5
 
 
 def is_out_of_memory(backend, exc: BaseException) -> bool:
@@ -80,7 +49,7 @@ class BackoffRunner:
 
     def _halve(self, n: int, exc: BaseException) -> None:
         if n <= 1:
-            raise DeviceOutOfMemory(
+            raise OutOfMemory(
                 f"{self.backend.describe()}: out of device memory for a single "
                 f"{'x'.join(map(str, exc_shape(exc)))} tile; use a smaller --tile") from exc
         self.limit = max(1, n // 2)
@@ -90,16 +59,23 @@ class BackoffRunner:
         if release is not None:
             release()
 
+    def _attempt(self, call, tiles: np.ndarray):
+        """``call(tiles)``, or None once the batch limit is halved because the device ran out of memory."""
+        try:
+            return call(tiles)
+        except Exception as exc:
+            if not is_out_of_memory(self.backend, exc):
+                raise
+            _note_shape(exc, tiles)
+            self._halve(len(tiles), exc)
+            return None
+
     def submit(self, tiles: np.ndarray) -> Pending:
         """Start ``tiles`` on the device; falls back to smaller synchronous batches on OOM."""
         if (self.limit is None or len(tiles) <= self.limit) and hasattr(self.backend, "submit"):
-            try:
-                return self.backend.submit(tiles)
-            except Exception as exc:
-                if not is_out_of_memory(self.backend, exc):
-                    raise
-                _note_shape(exc, tiles)
-                self._halve(len(tiles), exc)
+            pending = self._attempt(self.backend.submit, tiles)
+            if pending is not None:
+                return pending
         return Done(self.run(tiles))
 
     def run(self, tiles: np.ndarray) -> np.ndarray:
@@ -111,14 +87,11 @@ class BackoffRunner:
             if self.limit is not None and len(piece) > self.limit:
                 pieces.extendleft(reversed(_split(piece, self.limit)))
                 continue
-            try:
-                outputs.append(self.backend.run(piece))
-            except Exception as exc:
-                if not is_out_of_memory(self.backend, exc):
-                    raise
-                _note_shape(exc, piece)
-                self._halve(len(piece), exc)
+            out = self._attempt(self.backend.run, piece)
+            if out is None:
                 pieces.extendleft(reversed(_split(piece, self.limit)))
+            else:
+                outputs.append(out)
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
 
@@ -141,46 +114,3 @@ def _note_shape(exc: BaseException, tiles: np.ndarray) -> None:
 
 def exc_shape(exc: BaseException) -> tuple[int, ...]:
     return tuple(getattr(exc, "tiledehaze_tile_shape", ()))
-
-
-def run_with_backoff(backend, tiles: np.ndarray) -> np.ndarray:
-    """One-shot form of :class:`BackoffRunner`: run ``tiles``, halving the batch on OOM."""
-    return BackoffRunner(backend).run(tiles)
-
-
-def pipelined(submit: Callable[[np.ndarray], Pending], batches: Iterable[np.ndarray], *,
-              depth: int = 2) -> Iterator[np.ndarray]:
-    """Yield the results of ``submit(batch)`` in order, with up to ``depth`` batches in flight.
-
-    ``batches`` is consumed lazily, so the next batch is stacked on the host while the device
-    works on the ones already submitted; at most ``depth`` inputs and outputs are alive.
-    """
-    depth = max(1, depth)
-    in_flight: collections.deque[Pending] = collections.deque()
-    for batch in batches:
-        in_flight.append(submit(batch))
-        if len(in_flight) >= depth:
-            yield in_flight.popleft().result()
-    while in_flight:
-        yield in_flight.popleft().result()
-
-
-def gpu_worker_resources(gpus: int = 1) -> dict[str, float]:
-    """dask resources a task needs to own ``gpus`` GPUs: ``client.submit(..., resources=...)``.
-
-    Start one dask worker per GPU, each pinned to its device and advertising one GPU::
-
-        CUDA_VISIBLE_DEVICES=0 dask worker tcp://scheduler:8786 --nworkers 1 --nthreads 1 --resources GPU=1
-        CUDA_VISIBLE_DEVICES=1 dask worker tcp://scheduler:8786 --nworkers 1 --nthreads 1 --resources GPU=1
-
-    Tasks submitted with ``resources=gpu_worker_resources()`` then run one at a time per GPU.
-    A request no worker can satisfy waits forever, so only ask for it when GPU workers exist.
-    """
-    return {"GPU": float(gpus)}
-
-
-def gpu_worker_commands(scheduler: str, gpus: int | Iterable[int], *, threads: int = 1) -> list[str]:
-    """Shell commands that start one dask worker per GPU (see :func:`gpu_worker_resources`)."""
-    ids = range(gpus) if isinstance(gpus, int) else list(gpus)
-    return [f"CUDA_VISIBLE_DEVICES={i} dask worker {scheduler} --nworkers 1 --nthreads {threads} "
-            f"--resources GPU=1 --name gpu{i}" for i in ids]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import BackendUnavailable
-from ..executor import Done, Pending
+from ..pending import Done, Pending
 
 if TYPE_CHECKING:
     import torch

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailable, ConfigError, OutputError
-from ..executor import Pending
+from ..pending import Pending
 from .base import Backend, BackendInfo
 from .cuda import gpu_identity, has_module, nvidia_driver, torch_cuda_problem
 from .engine_cache import (MIN_SIDE, PRECISIONS, EngineCache, EngineSpec, Profile, make_profile,

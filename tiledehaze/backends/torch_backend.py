@@ -12,7 +12,7 @@ import logging
 import numpy as np
 
 from ..errors import BackendUnavailable, ConfigError
-from ..executor import Done, Pending
+from ..pending import Done, Pending
 from .base import Backend, BackendInfo, package_probe
 from .cuda import torch_cuda_problem
 from .ort import default_threads

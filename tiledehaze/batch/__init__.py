@@ -30,6 +30,7 @@ and worker counts), :mod:`.manifest` (manifest, lock, temporaries), :mod:`.clust
 :mod:`.report` (the outcome) and :mod:`.run` (the batch from start to end).
 """
 
+from .cluster import gpu_worker_commands, gpu_worker_resources
 from .inputs import DEFAULT_GLOBS, find_inputs
 from .jobs import BatchPlan, Job, JobResult
 from .manifest import LOCK_NAME, MANIFEST_NAME, clean_stale_temporaries
@@ -40,4 +41,5 @@ from .settings import FORMAT_EXTENSIONS, Settings, output_relpath
 
 __all__ = ["DEFAULT_GLOBS", "FORMAT_EXTENSIONS", "LOCK_NAME", "MANIFEST_NAME", "REPORT_NAME", "BatchPlan",
            "BatchReport", "Job", "JobResult", "Settings", "clean_stale_temporaries", "default_memory_limit",
-           "estimate_job_memory", "find_inputs", "output_relpath", "process_batch", "run_job"]
+           "estimate_job_memory", "find_inputs", "gpu_worker_commands", "gpu_worker_resources", "output_relpath",
+           "process_batch", "run_job"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import traceback
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from ..errors import ConfigError
 from .jobs import Job, JobResult, describe_task_error
@@ -99,3 +99,24 @@ def check_reachable(address: str) -> None:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ConfigError(f"cannot reach the dask scheduler at {address} ({reason}); "
                           "is 'dask scheduler' running there?") from None
+
+
+def gpu_worker_resources(gpus: int = 1) -> dict[str, float]:
+    """dask resources a task needs to own ``gpus`` GPUs: ``client.submit(..., resources=...)``.
+
+    Start one dask worker per GPU, each pinned to its device and advertising one GPU::
+
+        CUDA_VISIBLE_DEVICES=0 dask worker tcp://scheduler:8786 --nworkers 1 --nthreads 1 --resources GPU=1
+        CUDA_VISIBLE_DEVICES=1 dask worker tcp://scheduler:8786 --nworkers 1 --nthreads 1 --resources GPU=1
+
+    Tasks submitted with ``resources=gpu_worker_resources()`` then run one at a time per GPU.
+    A request no worker can satisfy waits forever, so only ask for it when GPU workers exist.
+    """
+    return {"GPU": float(gpus)}
+
+
+def gpu_worker_commands(scheduler: str, gpus: int | Iterable[int], *, threads: int = 1) -> list[str]:
+    """Shell commands that start one dask worker per GPU (see :func:`gpu_worker_resources`)."""
+    ids = range(gpus) if isinstance(gpus, int) else list(gpus)
+    return [f"CUDA_VISIBLE_DEVICES={i} dask worker {scheduler} --nworkers 1 --nthreads {threads} "
+            f"--resources GPU=1 --name gpu{i}" for i in ids]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..executor import Done, Pending
+from ..pending import Done, Pending
 
 
 class Model(ABC):
