@@ -37,8 +37,6 @@ def load_model(options: RunOptions) -> Model:
 def get_model(model: str | Model = "aodnet", *, weights: str | os.PathLike | None = None,
               backend: str = "auto", threads: int | None = None, **options) -> Model:
     """A ready model; models built from names are cached, so repeated calls are cheap."""
-    if isinstance(model, Model):
-        return model
     return load_model(RunOptions.create(model=model, weights=weights, backend=backend, threads=threads, **options))
 
 
