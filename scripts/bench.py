@@ -9,11 +9,13 @@
 Every figure is the median of several runs.
 
     python scripts/bench.py [--size 8192] [--runs 5] [--e2e-runs 3] [--naive-runs 3]
+    python scripts/bench.py --compare-with ../other-checkout   # end to end against another version
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -71,6 +73,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compression", nargs="+", default=["none", "zstd"],
                     help="input/output TIFF compressions to measure end to end")
+    ap.add_argument("--compare-with", type=Path, metavar="DIR",
+                    help="also run 'tiledehaze process' from the package in DIR (another checkout), interleaved")
     args = ap.parse_args()
 
     print(f"machine: {machine()}; {args.threads} inference threads\n")
@@ -90,15 +94,21 @@ def main() -> None:
             src = write_large_tiff(Path(tmp) / f"in_{comp}.tif", args.size, args.size,
                                    compression=None if comp == "none" else comp)
             dst = Path(tmp) / "out.tif"
-            walls, rss = [], []
-            for _ in range(args.e2e_runs):
-                w, r, _ = run_measured([sys.executable, "-m", "tiledehaze.cli", "process", str(src), "-o", str(dst),
-                                        "--overwrite", "--no-progress", "--threads", str(args.threads)])
-                walls.append(w)
-                rss.append(r)
-            wall = statistics.median(walls)
-            print(f"| tiledehaze process, {comp} | {wall:.1f} | {mp / wall:.2f} | {mp / wall / default_mps:.2f}x "
-                  f"| {statistics.median(rss):.0f} |", flush=True)
+            cmd = [sys.executable, "-m", "tiledehaze.cli", "process", str(src), "-o", str(dst),
+                   "--overwrite", "--no-progress", "--threads", str(args.threads)]
+            trees = {"": None} if args.compare_with is None else {
+                " (this tree)": dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])),
+                f" ({args.compare_with.name})": dict(os.environ, PYTHONPATH=str(args.compare_with.resolve()))}
+            measured = {label: ([], []) for label in trees}
+            for _ in range(args.e2e_runs):  # interleaved, so that both trees see the same machine
+                for label, env in trees.items():
+                    w, r, _ = run_measured(cmd, env=env)
+                    measured[label][0].append(w)
+                    measured[label][1].append(r)
+            for label, (walls, rss) in measured.items():
+                wall = statistics.median(walls)
+                print(f"| tiledehaze process, {comp}{label} | {wall:.1f} | {mp / wall:.2f} | "
+                      f"{mp / wall / default_mps:.2f}x | {statistics.median(rss):.0f} |", flush=True)
             if comp == args.compression[0] and args.naive_runs:
                 script = Path(tmp) / "naive.py"
                 script.write_text(NAIVE.format(threads=args.threads))
