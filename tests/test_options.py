@@ -26,6 +26,10 @@ def test_model_options_are_checked_against_the_model_that_takes_them(tmp_path):
         tiledehaze.process_file(tmp_path / "missing.png", tmp_path / "o.png", patch=9)
     with pytest.raises(ConfigError, match="unknown option 'radius' for model 'dcp'; valid options: .*guided_radius"):
         tiledehaze.create_model("dcp", radius=3)
+    with pytest.raises(ConfigError, match="unknown option 'radius' for model 'dcp'"):
+        RunOptions(model="dcp", model_options=(("radius", 3),))
+    with pytest.raises(ConfigError, match="unknown model 'dpc'; choose from aodnet, dcp"):
+        RunOptions(model="dpc")
     assert RunOptions.create(model="dcp", patch=9).model_kwargs == {"patch": 9}
 
 

@@ -50,13 +50,15 @@ class RunOptions:
         model's own options raises :class:`ConfigError` (one line: the bad key and the valid ones).
         """
         own = {k: options.pop(k) for k in list(options) if k not in _FIELDS}
-        if options.get("weights") is not None:
-            options["weights"] = str(Path(options["weights"]).resolve())
-        made = cls(**options, model_options=tuple(sorted(own.items())))
-        made.check()
-        return made
+        return cls(**options, model_options=tuple(own.items()))
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
+        if self.weights is not None:  # absolute, so that workers elsewhere find the same file
+            object.__setattr__(self, "weights", str(Path(self.weights).resolve()))
+        object.__setattr__(self, "model_options", tuple(sorted(dict(self.model_options).items())))
+        self._check()
+
+    def _check(self) -> None:
         """Refuse model options the model does not take."""
         valid = model_option_names(self.model)
         bad = [k for k, _ in self.model_options if k not in valid]
