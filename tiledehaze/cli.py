@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "tiledehaze.commands.eval",
     "tiledehaze.commands.engine",
     "tiledehaze.commands.train",
+    "tiledehaze.commands.serve",
 ]
 
 

@@ -50,6 +50,10 @@ class Reader(ABC):
     def read(self, y0: int, y1: int) -> np.ndarray:
         """Rows ``[y0, y1)`` at full width, in stored dtype and channel layout (RGB order)."""
 
+    def read_region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Pixels ``[y0, y1) x [x0, x1)``; formats that can decode less than full rows override this."""
+        return self.read(y0, y1)[:, x0:x1]
+
     def overview(self, max_side: int = 2048) -> np.ndarray:
         """A strided, downscaled copy of the whole image (for image-wide statistics)."""
         info = self.info

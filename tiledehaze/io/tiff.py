@@ -95,6 +95,15 @@ class TiffReader(Reader):
             raise InputError(f"{self.path}: damaged TIFF data, cannot decode rows {y0}-{y1} ({_short(exc)})") from None
         return np.moveaxis(rows, 0, -1) if self.planar else rows
 
+    def read_region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Decodes only the TIFF tiles (or strips) the region touches."""
+        try:
+            px = self.array[:, y0:y1, x0:x1] if self.planar else self.array[y0:y1, x0:x1]
+        except Exception as exc:
+            raise InputError(f"{self.path}: damaged TIFF data, cannot decode region "
+                             f"{x0},{y0}-{x1},{y1} ({_short(exc)})") from None
+        return np.moveaxis(px, 0, -1) if self.planar else px
+
     def close(self) -> None:
         store = getattr(self, "store", None)
         if store is not None:

@@ -1,0 +1,68 @@
+"""``tiledehaze serve``: a local web page to restore images and compare before and after."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ..errors import ConfigError
+from .process import add_model_options, gpu_options
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = """examples:
+  tiledehaze serve                                  open http://127.0.0.1:8000 and drop in a photo
+  tiledehaze serve scene.tif                        also pan and zoom through scene.tif, before and after
+  tiledehaze serve --host 0.0.0.0 --port 8080       reachable from other machines (no authentication!)
+  curl -F file=@photo.jpg -o out.jpg http://127.0.0.1:8000/api/restore
+
+Images named on the command line may be of any size (TIFFs are read tile by tile); their
+restored copies are written to a temporary folder (TMPDIR) and removed when the server stops.
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="a local web page: restore uploads, compare before and after, zoom huge images",
+                       description="Start a local web app: upload an image and compare it with its restoration, "
+                                   "or pan and zoom through the images named here beside their restored copies.",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("images", type=Path, nargs="*", metavar="IMAGE",
+                   help="images of any size to view zoomable beside their restored copy")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload in MB (default: 50)")
+    p.add_argument("--max-upload-mp", type=float, default=100.0,
+                   help="largest upload in megapixels, whatever its file size (default: 100)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="uploads restored at once (default: 1; each uses all inference threads)")
+    add_model_options(p)
+    p.set_defaults(func=run)
+
+
+def settings_from(args: argparse.Namespace):
+    """The server's settings from the command line (raises ConfigError when the web extra is missing)."""
+    try:
+        from ..serve import Settings
+    except ImportError as exc:
+        raise ConfigError(f"tiledehaze serve needs the web extra ({exc.name} is missing): "
+                          "pip install 'tiledehaze[web]'") from None
+    if args.max_upload_mb <= 0 or args.max_upload_mp <= 0 or args.workers < 1:
+        raise ConfigError("--max-upload-mb, --max-upload-mp and --workers must be positive")
+    engine = dict(weights=args.weights, backend=args.backend, threads=args.threads, tile=args.tile,
+                  overlap=args.overlap, batch=args.batch, **gpu_options(args))
+    return Settings(images=list(args.images), max_upload_mb=args.max_upload_mb,
+                    max_upload_pixels=int(args.max_upload_mp * 1e6), workers=args.workers, model=args.model,
+                    engine=engine)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    import uvicorn
+
+    from ..serve import create_app
+
+    app = create_app(settings)
+    print(f"tiledehaze: serving on http://{args.host}:{args.port}  (Ctrl-C to stop)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

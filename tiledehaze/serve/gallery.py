@@ -1,0 +1,85 @@
+"""The images named on the command line: their tiles, and a restored copy made in the background.
+
+Only these files are ever read from disk on a client's behalf; clients name them by their
+index in the list, never by a path.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..api import process_file
+from ..errors import TileDehazeError
+from .pyramid import TILE, TileSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Entry:
+    """One named image and the state of its restored copy."""
+
+    id: int
+    source: TileSource
+    restored_path: Path | None = None
+    status: str = "queued"  # queued, restoring, ready or failed
+    done: int = 0
+    total: int = 0
+    error: str | None = None
+    restored: TileSource | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.source.path.name, "width": self.source.width, "height": self.source.height,
+            "tile": TILE, "levels": self.source.levels, "status": self.status, "done": self.done,
+            "total": self.total, "error": self.error,
+        }
+
+
+class Gallery:
+    """Opens every image up front (a bad path fails before the server starts) and restores them in turn."""
+
+    def __init__(self, paths: list[Path], restore_options: Callable[[], dict[str, Any]]):
+        self.entries: list[Entry] = []
+        self._options = restore_options
+        for i, path in enumerate(map(Path, paths)):
+            source = TileSource(path)
+            self.entries.append(Entry(i, source))
+
+    def get(self, image_id: int) -> Entry | None:
+        return self.entries[image_id] if 0 <= image_id < len(self.entries) else None
+
+    def start(self, pool: Executor, workdir: Path) -> None:
+        """Restore every image into ``workdir``, one after the other in ``pool``."""
+        for entry in self.entries:
+            entry.restored_path = workdir / f"{entry.id}-{entry.source.path.stem}_dehazed.tif"
+            pool.submit(self._restore, entry)
+
+    def _restore(self, entry: Entry) -> None:
+        def on_plan(total: int) -> None:
+            entry.total, entry.done = total, 0
+
+        def progress(n: int) -> None:
+            entry.done += n
+
+        entry.status = "restoring"
+        try:
+            process_file(entry.source.path, entry.restored_path, compression="zstd", overwrite=True,
+                         max_pixels=2**62, on_plan=on_plan, progress=progress, **self._options())
+            entry.restored = TileSource(entry.restored_path)
+            entry.status = "ready"
+        except TileDehazeError as exc:
+            entry.error, entry.status = str(exc), "failed"
+        except Exception as exc:  # keep serving the input; say what went wrong on the page and in the log
+            log.exception("restoring %s failed", entry.source.path)
+            entry.error, entry.status = f"{type(exc).__name__}: {exc}", "failed"
+
+    def close(self) -> None:
+        for entry in self.entries:
+            entry.source.close()
+            if entry.restored is not None:
+                entry.restored.close()
