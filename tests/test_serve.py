@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -18,7 +19,9 @@ from .images import hazy_photo, smooth_image
 from .servers import live_server
 
 pytest.importorskip("fastapi", reason="the web extra is not installed (pip install 'tiledehaze[web]')")
-from fastapi.testclient import TestClient  # noqa: E402
+with warnings.catch_warnings():  # newer Starlette asks for httpx2 in its TestClient; httpx still works
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from fastapi.testclient import TestClient  # noqa: E402
 
 from tiledehaze.serve import Settings, create_app  # noqa: E402
 from tiledehaze.serve.pyramid import OVERVIEW, TILE  # noqa: E402
@@ -246,6 +249,19 @@ def test_output_tiles_before_the_copy_is_ready_get_409(wide_tiff, weights_file):
         r = c.get("/api/images/0/output/0/0/0.png")
         assert r.status_code == 409 and "not restored yet" in r.text
         assert c.get("/api/images").json()[0]["status"] == "queued"
+
+
+def test_stopping_the_server_abandons_a_restoration_and_leaves_nothing(tmp_path, weights_file):
+    path = tmp_path / "long.tif"
+    tifffile.imwrite(path, smooth_image(1024, 1024, 3, np.uint8), tile=(128, 128), photometric="rgb")
+    app = create_app(Settings(images=[path], engine={"weights": weights_file, "tile": 32, "overlap": 16}))
+    entry = app.state.gallery.entries[0]
+    with TestClient(app):
+        while entry.done == 0:
+            time.sleep(0.01)
+    assert entry.status == "stopped" and 0 < entry.done < entry.total
+    assert not entry.restored_path.parent.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.tif"]
 
 
 def test_page_and_static_files_are_served(client):

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from ..errors import ConfigError
 from .process import add_model_options, gpu_options
-
-log = logging.getLogger(__name__)
 
 EXAMPLES = """examples:
   tiledehaze serve                                  open http://127.0.0.1:8000 and drop in a photo

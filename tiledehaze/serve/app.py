@@ -20,7 +20,6 @@ their streams with a lock.
 from __future__ import annotations
 
 import asyncio
-import logging
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -41,8 +40,6 @@ from ..models import list_models
 from .gallery import Gallery
 from .limits import BodyLimit, BodyTooLarge
 from .uploads import NotAnImage, TooLarge, Workspace, preview_upload, restore_upload
-
-log = logging.getLogger(__name__)
 
 #: options the page offers per model: (name, label, type, minimum, maximum, step, default)
 MODEL_OPTIONS: dict[str, list[dict[str, Any]]] = {
@@ -115,6 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            gallery.stop()
             background.shutdown(wait=True, cancel_futures=True)
             pool.shutdown(wait=True, cancel_futures=True)
             gallery.close()

@@ -7,6 +7,7 @@ index in the list, never by a path.
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,12 @@ from ..errors import TileDehazeError
 from .pyramid import TILE, TileSource
 
 log = logging.getLogger(__name__)
+#: pixel limit for files the user named: any size (the engine's default limit guards against uploads)
+ANY_SIZE = 2**62
+
+
+class Stopped(Exception):
+    """The server is stopping; the restoration in progress is abandoned (its output never appears)."""
 
 
 @dataclass
@@ -26,7 +33,7 @@ class Entry:
     id: int
     source: TileSource
     restored_path: Path | None = None
-    status: str = "queued"  # queued, restoring, ready or failed
+    status: str = "queued"  # queued, restoring, ready, failed or stopped
     done: int = 0
     total: int = 0
     error: str | None = None
@@ -46,8 +53,9 @@ class Gallery:
     def __init__(self, paths: list[Path], restore_options: Callable[[], dict[str, Any]]):
         self.entries: list[Entry] = []
         self._options = restore_options
+        self._stopping = threading.Event()
         for i, path in enumerate(map(Path, paths)):
-            source = TileSource(path)
+            source = TileSource(path, pixel_limit=ANY_SIZE)
             self.entries.append(Entry(i, source))
 
     def get(self, image_id: int) -> Entry | None:
@@ -64,19 +72,27 @@ class Gallery:
             entry.total, entry.done = total, 0
 
         def progress(n: int) -> None:
+            if self._stopping.is_set():
+                raise Stopped
             entry.done += n
 
         entry.status = "restoring"
         try:
             process_file(entry.source.path, entry.restored_path, compression="zstd", overwrite=True,
-                         max_pixels=2**62, on_plan=on_plan, progress=progress, **self._options())
-            entry.restored = TileSource(entry.restored_path)
+                         max_pixels=ANY_SIZE, on_plan=on_plan, progress=progress, **self._options())
+            entry.restored = TileSource(entry.restored_path, pixel_limit=ANY_SIZE)
             entry.status = "ready"
+        except Stopped:
+            entry.status = "stopped"
         except TileDehazeError as exc:
             entry.error, entry.status = str(exc), "failed"
         except Exception as exc:  # keep serving the input; say what went wrong on the page and in the log
             log.exception("restoring %s failed", entry.source.path)
             entry.error, entry.status = f"{type(exc).__name__}: {exc}", "failed"
+
+    def stop(self) -> None:
+        """Abandon the restoration in progress at its next tile."""
+        self._stopping.set()
 
     def close(self) -> None:
         for entry in self.entries:

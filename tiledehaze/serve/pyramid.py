@@ -70,9 +70,9 @@ def box_overview(reader: Reader, factor: int) -> np.ndarray:
 class TileSource:
     """Tiles of one image file: a reader kept open, an overview for the coarse levels, a tile cache."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, pixel_limit: int | None = None):
         self.path = Path(path)
-        self.reader = open_image(self.path, pixel_limit=2**62)  # files named by the user: any size
+        self.reader = open_image(self.path, pixel_limit=pixel_limit)
         info = self.reader.info
         self.height, self.width = info.height, info.width
         self.levels = levels(self.height, self.width)

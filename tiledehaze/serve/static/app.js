@@ -257,6 +257,7 @@ function showJob(image) {
     restoring: `restoring: ${image.done} of ${image.total || "?"} tiles`,
     ready: `restored (${image.width}×${image.height})`,
     failed: `restoration failed: ${image.error}`,
+    stopped: "restoration stopped",
   };
   $("job-text").textContent = texts[image.status];
 }
