@@ -290,10 +290,24 @@ def test_serve_says_how_to_install_the_web_extra(monkeypatch, capsys):
     assert "pip install 'tiledehaze[web]'" in capsys.readouterr().err
 
 
-def test_serve_binds_to_localhost_by_default(monkeypatch):
+def test_serve_binds_to_localhost_by_default(monkeypatch, capsys):
     import uvicorn
 
-    seen = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
-    assert main(["serve", "--port", "8123"]) == 0
-    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
+    bound = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: bound.append(sockets[0].getsockname()))
+    assert main(["serve", "--port", "0"]) == 0
+    (host, port), = bound
+    assert host == "127.0.0.1" and port > 0
+    assert f"serving on http://127.0.0.1:{port}" in capsys.readouterr().out
+
+
+def test_a_port_in_use_is_one_line_before_any_work(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and err.count("\n") == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -53,13 +54,33 @@ def settings_from(args: argparse.Namespace):
                     engine=engine)
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, so that a taken port is one clear error before any work."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port") from None
+    return sock
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     import uvicorn
 
     from ..serve import create_app
 
-    app = create_app(settings)
-    print(f"tiledehaze: serving on http://{args.host}:{args.port}  (Ctrl-C to stop)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    sock = listen(args.host, args.port)
+    with sock:
+        server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+        host, port = sock.getsockname()[:2]
+        print(f"tiledehaze: serving on http://{host if ':' not in host else f'[{host}]'}:{port}  (Ctrl-C to stop)",
+              flush=True)
+        server.run(sockets=[sock])
     return 0

@@ -171,7 +171,11 @@ def create_app(settings: Settings) -> FastAPI:
             return restore_upload(work, file.file, file.filename, max_pixels=settings.max_upload_pixels,
                                   options=dict(settings.engine, model=name, **options))
 
-        result = await run_upload(request, job)
+        try:
+            result = await run_upload(request, job)
+        except BaseException:
+            work.cleanup()
+            raise
         if isinstance(result, Response):
             work.cleanup()
             return result

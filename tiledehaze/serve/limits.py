@@ -2,7 +2,10 @@
 
 A declared ``Content-Length`` above the limit is refused at once. A body sent without one
 (chunked) is counted as it arrives and refused as soon as it passes the limit, so the server
-never stores more than the limit of any request.
+never stores more than the limit of any request. The answer closes the connection, so the
+server stops reading there; Starlette's own ``RequestBodyLimitMiddleware`` answers 413 too but
+keeps the connection and reads the rest of the body (in Starlette 1.10 a chunked 500 MB upload
+is received whole).
 """
 
 from __future__ import annotations
