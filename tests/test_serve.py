@@ -217,9 +217,11 @@ def test_tiles_never_decode_the_whole_image(wide_tiff, weights_file):
     source = app.state.gallery.entries[0].source
     regions = []
     read_region = source.reader.read_region
-    source.reader.read = lambda *a: pytest.fail("a tile request read whole rows")
-    source.reader.read_region = lambda y0, y1, x0, x1: regions.append((y1 - y0) * (x1 - x0)) or read_region(y0, y1, x0, x1)
     with TestClient(app) as c:
+        wait_ready(c)  # the overview has been read
+        source.reader.read = lambda *a: pytest.fail("a tile request read whole rows")
+        source.reader.read_region = lambda y0, y1, x0, x1: regions.append((y1 - y0) * (x1 - x0)) or read_region(
+            y0, y1, x0, x1)
         for level in range(source.levels):
             cols, rows = source.tiles(level)
             for x in range(cols):
@@ -241,14 +243,18 @@ def test_paths_outside_the_named_images_are_unreachable(wide_tiff, weights_file)
             assert b"import" not in r.content and b"[project]" not in r.content and b"root:" not in r.content
 
 
-def test_output_tiles_before_the_copy_is_ready_get_409(wide_tiff, weights_file):
+def test_tiles_not_ready_yet_get_409_and_fine_input_tiles_are_served_at_once(wide_tiff, weights_file):
     path, _ = wide_tiff
     app = create_app(Settings(images=[path], engine={"weights": weights_file}))
-    app.state.gallery.start = lambda pool, workdir: None  # never restored
+    app.state.gallery.start = lambda pool, workdir: None  # never prepared, never restored
     with TestClient(app) as c:
+        (image,) = c.get("/api/images").json()
+        assert image["status"] == "queued"
         r = c.get("/api/images/0/output/0/0/0.png")
         assert r.status_code == 409 and "not restored yet" in r.text
-        assert c.get("/api/images").json()[0]["status"] == "queued"
+        r = c.get(f"/api/images/0/input/{image['levels'] - 1}/0/0.png")
+        assert r.status_code == 409 and "still being prepared" in r.text
+        assert c.get("/api/images/0/input/0/0/0.png").status_code == 200
 
 
 def test_stopping_the_server_abandons_a_restoration_and_leaves_nothing(tmp_path, weights_file):

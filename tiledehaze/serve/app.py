@@ -38,6 +38,7 @@ from ..api import get_model
 from ..errors import BackendUnavailable, ConfigError, OutOfMemory, OutputError, TileDehazeError
 from ..models import list_models
 from .gallery import Gallery
+from .pyramid import NotReady
 from .limits import BodyLimit, BodyTooLarge
 from .uploads import NotAnImage, TooLarge, Workspace, preview_upload, restore_upload
 
@@ -210,8 +211,11 @@ def create_app(settings: Settings) -> FastAPI:
         cols, rows = source.tiles(level) if 0 <= level < source.levels else (0, 0)
         if not (0 <= x < cols and 0 <= y < rows):
             return error(404, f"no tile {level}/{x}/{y}")
-        return Response(source.tile(level, x, y), media_type="image/png",
-                        headers={"Cache-Control": "private, max-age=3600"})
+        try:
+            png = source.tile(level, x, y)
+        except NotReady:
+            return error(409, f"image {image_id} is still being prepared ({entry.status})")
+        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     return app
 

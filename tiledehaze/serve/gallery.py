@@ -33,7 +33,7 @@ class Entry:
     id: int
     source: TileSource
     restored_path: Path | None = None
-    status: str = "queued"  # queued, restoring, ready, failed or stopped
+    status: str = "queued"  # queued, preparing, restoring, ready, failed or stopped
     done: int = 0
     total: int = 0
     error: str | None = None
@@ -48,7 +48,7 @@ class Entry:
 
 
 class Gallery:
-    """Opens every image up front (a bad path fails before the server starts) and restores them in turn."""
+    """Opens every image up front (a bad path fails before the server starts); prepares and restores them in turn."""
 
     def __init__(self, paths: list[Path], restore_options: Callable[[], dict[str, Any]]):
         self.entries: list[Entry] = []
@@ -71,17 +71,23 @@ class Gallery:
         def on_plan(total: int) -> None:
             entry.total, entry.done = total, 0
 
-        def progress(n: int) -> None:
+        def check() -> None:
             if self._stopping.is_set():
                 raise Stopped
+
+        def progress(n: int) -> None:
+            check()
             entry.done += n
 
-        entry.status = "restoring"
         try:
+            entry.status = "preparing"
+            entry.source.prepare(check)
+            entry.status = "restoring"
             process_file(entry.source.path, entry.restored_path, compression="zstd", overwrite=True,
                          max_pixels=ANY_SIZE, on_plan=on_plan, progress=progress, **self._options())
-            entry.restored = TileSource(entry.restored_path, pixel_limit=ANY_SIZE)
-            entry.status = "ready"
+            restored = TileSource(entry.restored_path, pixel_limit=ANY_SIZE)
+            restored.prepare(check)
+            entry.restored, entry.status = restored, "ready"
         except Stopped:
             entry.status = "stopped"
         except TileDehazeError as exc:

@@ -3,8 +3,8 @@
 Level ``k`` shows the image downscaled by ``2**k`` (level 0 is full resolution), cut into
 ``TILE`` x ``TILE`` PNG tiles. Fine levels are read region by region from the image's reader
 (a TIFF decodes only the tiles a region touches) and box-averaged; levels of ``OVERVIEW``
-times and coarser come from one box-averaged overview built band by band when the image is
-opened, so no request ever decodes the whole image.
+times and coarser come from one box-averaged overview built band by band in the background,
+so no request ever decodes the whole image.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import functools
 import math
 import threading
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
 
-from ..io import Reader, open_image
+from ..io import ImageInfo, open_image
 from ..pixels import to_unit_rgb
 
 #: tile side in display pixels
@@ -54,21 +55,29 @@ def encode_png(rgb: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def box_overview(reader: Reader, factor: int) -> np.ndarray:
-    """The whole image area-averaged by ``factor``, as 8-bit RGB, read in bands of bounded size."""
-    info = reader.info
+def box_overview(info: ImageInfo, read: Callable[[int, int], np.ndarray], factor: int) -> np.ndarray:
+    """The whole image area-averaged by ``factor``, as 8-bit RGB, from ``read(y0, y1)`` bands of bounded size."""
     height, width = -(-info.height // factor), -(-info.width // factor)
     out = np.empty((height, width, 3), np.uint8)
     band = max(factor, OVERVIEW_BAND // factor * factor)
     for y in range(0, info.height, band):
-        rows = reader.read(y, min(y + band, info.height))
+        rows = read(y, min(y + band, info.height))
         h = -(-rows.shape[0] // factor)
         out[y // factor:y // factor + h] = display(shrink(rows, h, width), info.layout)
     return out
 
 
+class NotReady(Exception):
+    """The overview that coarse levels come from is still being built."""
+
+
 class TileSource:
-    """Tiles of one image file: a reader kept open, an overview for the coarse levels, a tile cache."""
+    """Tiles of one image file: a reader kept open, an overview for the coarse levels, a tile cache.
+
+    Opening reads only the header (and whole-decoded formats); :meth:`prepare` builds the
+    overview, reading the image once, band by band. Until then fine levels are served and
+    coarse ones raise :class:`NotReady`.
+    """
 
     def __init__(self, path: str | Path, *, pixel_limit: int | None = None):
         self.path = Path(path)
@@ -77,8 +86,24 @@ class TileSource:
         self.height, self.width = info.height, info.width
         self.levels = levels(self.height, self.width)
         self._lock = threading.Lock()  # one decoder per file at a time
-        self.overview = box_overview(self.reader, OVERVIEW) if self.levels > 4 else None
+        self.overview: np.ndarray | None = None
+        self.ready = self.levels <= 4  # every level is read region by region
         self.tile = functools.lru_cache(maxsize=256)(self._tile)
+
+    def prepare(self, before_band: Callable[[], None] | None = None) -> None:
+        """Build the overview of the coarse levels (reads the whole image once, in bands).
+
+        ``before_band()`` is called before each band is read; it may raise to abandon the work.
+        """
+        def read_rows(y0: int, y1: int) -> np.ndarray:
+            if before_band is not None:
+                before_band()
+            with self._lock:
+                return self.reader.read(y0, y1)
+
+        if not self.ready:
+            self.overview = box_overview(self.reader.info, read_rows, OVERVIEW)
+            self.ready = True
 
     def tiles(self, level: int) -> tuple[int, int]:
         """(columns, rows) of tiles at ``level``."""
@@ -91,7 +116,9 @@ class TileSource:
         y0, x0 = y * TILE * f, x * TILE * f
         y1, x1 = min(self.height, y0 + TILE * f), min(self.width, x0 + TILE * f)
         out_h, out_w = -(-(y1 - y0) // f), -(-(x1 - x0) // f)
-        if self.overview is not None and f >= OVERVIEW:
+        if f >= OVERVIEW:
+            if self.overview is None:
+                raise NotReady
             region = self.overview[y0 // OVERVIEW:-(-y1 // OVERVIEW), x0 // OVERVIEW:-(-x1 // OVERVIEW)]
             return encode_png(shrink(region, out_h, out_w))
         with self._lock:

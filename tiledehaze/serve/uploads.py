@@ -115,6 +115,6 @@ def preview_upload(work: Workspace, upload: IO[bytes], filename: str | None, *, 
     try:
         with open_image(raw, pixel_limit=max_pixels) as reader:
             factor = max(1, -(-max(reader.info.height, reader.info.width) // max_side))
-            return encode_png(box_overview(reader, factor))
+            return encode_png(box_overview(reader.info, reader.read, factor))
     except InputError as exc:
         raise _user_facing(exc, raw, name) from None

@@ -254,6 +254,7 @@ function showJob(image) {
   $("progress").value = image.status === "ready" ? $("progress").max : image.done;
   const texts = {
     queued: "waiting to restore",
+    preparing: "reading an overview of the input",
     restoring: `restoring: ${image.done} of ${image.total || "?"} tiles`,
     ready: `restored (${image.width}×${image.height})`,
     failed: `restoration failed: ${image.error}`,
@@ -270,9 +271,12 @@ async function poll() {
     const changed = current.status !== viewer.image.status;
     Object.assign(viewer.image, current);
     showJob(viewer.image);
-    if (changed) redraw();
+    if (changed) {
+      for (const [url, t] of viewer.tiles) if (!t.ok) viewer.tiles.delete(url); // refused before: ask again
+      redraw();
+    }
   }
-  if (images.some((i) => i.status === "queued" || i.status === "restoring")) setTimeout(poll, 500);
+  if (images.some((i) => ["queued", "preparing", "restoring"].includes(i.status))) setTimeout(poll, 500);
 }
 
 function choose(id) {
