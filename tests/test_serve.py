@@ -23,6 +23,7 @@ with warnings.catch_warnings():  # newer Starlette asks for httpx2 in its TestCl
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient  # noqa: E402
 
+from tiledehaze.options import RunOptions  # noqa: E402
 from tiledehaze.serve import Settings, create_app  # noqa: E402
 from tiledehaze.serve.pyramid import OVERVIEW, TILE  # noqa: E402
 
@@ -44,7 +45,7 @@ def decode(data: bytes) -> np.ndarray:
 
 @pytest.fixture
 def client(weights_file):
-    with TestClient(create_app(Settings(engine={"weights": weights_file}))) as c:
+    with TestClient(create_app(Settings(options=RunOptions(weights=weights_file)))) as c:
         yield c
 
 
@@ -113,7 +114,7 @@ def test_a_request_without_a_file_gets_400(client):
 
 
 def test_upload_above_the_size_limit_gets_413(weights_file):
-    with TestClient(create_app(Settings(max_upload_mb=1, engine={"weights": weights_file}))) as c:
+    with TestClient(create_app(Settings(max_upload_mb=1, options=RunOptions(weights=weights_file)))) as c:
         r = c.post("/api/restore", files={"file": ("big.png", b"\0" * (2 << 20))})
         assert r.status_code == 413 and "--max-upload-mb" in r.text
         assert c.post("/api/restore", files={"file": ("a.png", encode(hazy_photo(32, 32), "PNG"))}).status_code == 200
@@ -131,7 +132,7 @@ def test_a_chunked_upload_is_cut_off_at_the_limit_not_read_to_the_end(weights_fi
             sent.append(1)
             yield b"\0" * (1 << 20)
 
-    with live_server(Settings(max_upload_mb=2, engine={"weights": weights_file})) as url:
+    with live_server(Settings(max_upload_mb=2, options=RunOptions(weights=weights_file))) as url:
         r = httpx.post(f"{url}/api/restore", content=body(), timeout=60,
                        headers={"content-type": "multipart/form-data; boundary=xx"})
         assert r.status_code == 413
@@ -140,7 +141,7 @@ def test_a_chunked_upload_is_cut_off_at_the_limit_not_read_to_the_end(weights_fi
 
 
 def test_upload_above_the_pixel_limit_gets_413_before_decoding(weights_file):
-    settings = Settings(max_upload_pixels=10_000, engine={"weights": weights_file})
+    settings = Settings(max_upload_pixels=10_000, options=RunOptions(weights=weights_file))
     with TestClient(create_app(settings)) as c:
         r = c.post("/api/restore", files={"file": ("a.png", encode(hazy_photo(200, 100), "PNG"))})
         assert r.status_code == 413 and "200" in r.text
@@ -159,7 +160,7 @@ def test_concurrent_uploads_get_their_own_results(weights_file):
     import httpx
 
     photos = [hazy_photo(70 + 8 * i, 90, seed=i) for i in range(6)]
-    settings = Settings(workers=3, engine={"weights": weights_file})
+    settings = Settings(workers=3, options=RunOptions(weights=weights_file))
     with live_server(settings) as url:
         def post(photo):
             r = httpx.post(f"{url}/api/restore", files={"file": ("p.png", encode(photo, "PNG"))}, timeout=120)
@@ -194,7 +195,7 @@ def wait_ready(client, timeout=60.0) -> dict:
 
 def test_named_image_tiles_show_input_and_restored_copy(wide_tiff, weights_file):
     path, pixels = wide_tiff
-    with TestClient(create_app(Settings(images=[path], engine={"weights": weights_file}))) as c:
+    with TestClient(create_app(Settings(images=[path], options=RunOptions(weights=weights_file)))) as c:
         image = wait_ready(c)
         assert image["status"] == "ready" and image["done"] == image["total"] > 0
         assert (image["width"], image["height"], image["name"]) == (4500, 300, "wide.tif")
@@ -213,7 +214,7 @@ def test_named_image_tiles_show_input_and_restored_copy(wide_tiff, weights_file)
 
 def test_tiles_never_decode_the_whole_image(wide_tiff, weights_file):
     path, _ = wide_tiff
-    app = create_app(Settings(images=[path], engine={"weights": weights_file}))
+    app = create_app(Settings(images=[path], options=RunOptions(weights=weights_file)))
     source = app.state.gallery.entries[0].source
     regions = []
     read_region = source.reader.read_region
@@ -232,7 +233,7 @@ def test_tiles_never_decode_the_whole_image(wide_tiff, weights_file):
 
 def test_paths_outside_the_named_images_are_unreachable(wide_tiff, weights_file):
     path, _ = wide_tiff
-    with TestClient(create_app(Settings(images=[path], engine={"weights": weights_file}))) as c:
+    with TestClient(create_app(Settings(images=[path], options=RunOptions(weights=weights_file)))) as c:
         for url in ["/static/../app.py", "/static/..%2f..%2fapi.py", "/static/%2e%2e/%2e%2e/pyproject.toml",
                     "/static/index.html/../../../cli.py", "/../../../etc/passwd", "/static/app.py",
                     "/api/images/..%2f..%2fetc%2fpasswd/input/0/0/0.png", "/api/images/-1/input/0/0/0.png",
@@ -245,7 +246,7 @@ def test_paths_outside_the_named_images_are_unreachable(wide_tiff, weights_file)
 
 def test_tiles_not_ready_yet_get_409_and_fine_input_tiles_are_served_at_once(wide_tiff, weights_file):
     path, _ = wide_tiff
-    app = create_app(Settings(images=[path], engine={"weights": weights_file}))
+    app = create_app(Settings(images=[path], options=RunOptions(weights=weights_file)))
     app.state.gallery.start = lambda pool, workdir: None  # never prepared, never restored
     with TestClient(app) as c:
         (image,) = c.get("/api/images").json()
@@ -260,7 +261,7 @@ def test_tiles_not_ready_yet_get_409_and_fine_input_tiles_are_served_at_once(wid
 def test_stopping_the_server_abandons_a_restoration_and_leaves_nothing(tmp_path, weights_file):
     path = tmp_path / "long.tif"
     tifffile.imwrite(path, smooth_image(1024, 1024, 3, np.uint8), tile=(128, 128), photometric="rgb")
-    app = create_app(Settings(images=[path], engine={"weights": weights_file, "tile": 32, "overlap": 16}))
+    app = create_app(Settings(images=[path], options=RunOptions(weights=weights_file, tile=32, overlap=16)))
     entry = app.state.gallery.entries[0]
     with TestClient(app):
         while entry.done == 0:

@@ -45,7 +45,7 @@ def photos(tmp_path_factory):
 @pytest.fixture(scope="module")
 def page(photos):
     _, big = photos
-    with live_server(Settings(images=[big], model="aodnet")) as url:
+    with live_server(Settings(images=[big])) as url:
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1280, "height": 1700})

@@ -7,7 +7,8 @@ import socket
 from pathlib import Path
 
 from ..errors import ConfigError
-from .process import add_model_options, gpu_options
+from . import add_command
+from .process import add_model_options, run_options
 
 EXAMPLES = """examples:
   tiledehaze serve                                  open http://127.0.0.1:8000 and drop in a photo
@@ -21,10 +22,10 @@ restored copies are written to a temporary folder (TMPDIR) and removed when the 
 
 
 def register(sub) -> None:
-    p = sub.add_parser("serve", help="a local web page: restore uploads, compare before and after, zoom huge images",
-                       description="Start a local web app: upload an image and compare it with its restoration, "
-                                   "or pan and zoom through the images named here beside their restored copies.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(sub, "serve", help="a local web page: restore uploads, compare before and after, zoom huge images",
+                    description="Start a local web app: upload an image and compare it with its restoration, "
+                                "or pan and zoom through the images named here beside their restored copies.",
+                    examples=EXAMPLES)
     p.add_argument("images", type=Path, nargs="*", metavar="IMAGE",
                    help="images of any size to view zoomable beside their restored copy")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
@@ -47,11 +48,8 @@ def settings_from(args: argparse.Namespace):
                           "pip install 'tiledehaze[web]'") from None
     if args.max_upload_mb <= 0 or args.max_upload_mp <= 0 or args.workers < 1:
         raise ConfigError("--max-upload-mb, --max-upload-mp and --workers must be positive")
-    engine = dict(weights=args.weights, backend=args.backend, threads=args.threads, tile=args.tile,
-                  overlap=args.overlap, batch=args.batch, **gpu_options(args))
     return Settings(images=list(args.images), max_upload_mb=args.max_upload_mb,
-                    max_upload_pixels=int(args.max_upload_mp * 1e6), workers=args.workers, model=args.model,
-                    engine=engine)
+                    max_upload_pixels=int(args.max_upload_mp * 1e6), workers=args.workers, options=run_options(args))
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -34,9 +34,10 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
-from ..api import get_model
+from ..api import load_model
 from ..errors import BackendUnavailable, ConfigError, OutOfMemory, OutputError, TileDehazeError
 from ..models import list_models
+from ..options import RunOptions
 from .gallery import Gallery
 from .pyramid import NotReady
 from .limits import BodyLimit, BodyTooLarge
@@ -65,9 +66,8 @@ class Settings:
     max_upload_mb: float = 50.0
     max_upload_pixels: int = 100_000_000
     workers: int = 1
-    model: str = "aodnet"
-    #: engine options for every restoration: weights, backend, threads, tile, overlap, batch, precision, device
-    engine: dict[str, Any] = field(default_factory=dict)
+    #: the model and how it runs; the page's default model, and every restoration's run options
+    options: RunOptions = field(default_factory=RunOptions)
 
 
 def error(status: int, message: str) -> PlainTextResponse:
@@ -75,9 +75,9 @@ def error(status: int, message: str) -> PlainTextResponse:
     return PlainTextResponse(message.splitlines()[0] if message else "error", status_code=status)
 
 
-def model_options(form, default_model: str) -> tuple[str, dict[str, Any]]:
-    """The model name and the page's options for it, checked against :data:`MODEL_OPTIONS`."""
-    name = str(form.get("model") or default_model)
+def request_options(form, defaults: RunOptions) -> RunOptions:
+    """The server's run options with the request's model and its options, checked against :data:`MODEL_OPTIONS`."""
+    name = str(form.get("model") or defaults.model)
     names = [entry.name for entry in list_models()]
     if name not in names:
         raise ConfigError(f"unknown model {name!r}; choose from {', '.join(names)}")
@@ -93,14 +93,16 @@ def model_options(form, default_model: str) -> tuple[str, dict[str, Any]]:
         if not spec["min"] <= number <= spec["max"]:
             raise ConfigError(f"{spec['name']} must be between {spec['min']} and {spec['max']}, not {number}")
         options[spec["name"]] = number
-    return name, options
+    if name == defaults.model:
+        options = {**defaults.model_kwargs, **options}
+    return defaults.replace(model=name, model_options=tuple(options.items()))
 
 
 def create_app(settings: Settings) -> FastAPI:
     """The app for ``settings``; images named there are opened now, so a bad one fails here."""
     # load the default model now: a missing backend or bad weights fail at start, not on the first upload
-    get_model(settings.model, **{k: v for k, v in settings.engine.items() if k not in ("tile", "overlap", "batch")})
-    gallery = Gallery(settings.images, lambda: dict(settings.engine, model=settings.model))
+    load_model(settings.options)
+    gallery = Gallery(settings.images, settings.options)
     limit = int(settings.max_upload_mb * (1 << 20))
     runtime: dict[str, Any] = {}  # the work folder and thread pools, while the server runs
 
@@ -157,7 +159,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/api/models")
     def models() -> JSONResponse:
         return JSONResponse({
-            "default": settings.model,
+            "default": settings.options.model,
             "max_upload_mb": settings.max_upload_mb,
             "models": [{"name": e.name, "description": e.description, "options": MODEL_OPTIONS.get(e.name, [])}
                        for e in list_models()],
@@ -168,9 +170,8 @@ def create_app(settings: Settings) -> FastAPI:
         work = Workspace(runtime["workdir"])
 
         def job(form, file):
-            name, options = model_options(form, settings.model)
             return restore_upload(work, file.file, file.filename, max_pixels=settings.max_upload_pixels,
-                                  options=dict(settings.engine, model=name, **options))
+                                  options=request_options(form, settings.options))
 
         try:
             result = await run_upload(request, job)

@@ -11,10 +11,11 @@ import threading
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..api import process_file
 from ..errors import TileDehazeError
+from ..options import RunOptions
 from .pyramid import TILE, TileSource
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,9 @@ class Entry:
 class Gallery:
     """Opens every image up front (a bad path fails before the server starts); prepares and restores them in turn."""
 
-    def __init__(self, paths: list[Path], restore_options: Callable[[], dict[str, Any]]):
+    def __init__(self, paths: list[Path], options: RunOptions):
         self.entries: list[Entry] = []
-        self._options = restore_options
+        self._options = options
         self._stopping = threading.Event()
         for i, path in enumerate(map(Path, paths)):
             source = TileSource(path, pixel_limit=ANY_SIZE)
@@ -84,7 +85,7 @@ class Gallery:
             entry.source.prepare(check)
             entry.status = "restoring"
             process_file(entry.source.path, entry.restored_path, compression="zstd", overwrite=True,
-                         max_pixels=ANY_SIZE, on_plan=on_plan, progress=progress, **self._options())
+                         max_pixels=ANY_SIZE, on_plan=on_plan, progress=progress, options=self._options)
             restored = TileSource(entry.restored_path, pixel_limit=ANY_SIZE)
             restored.prepare(check)
             entry.restored, entry.status = restored, "ready"

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import tifffile
 from PIL import Image, UnidentifiedImageError
@@ -16,6 +16,7 @@ from ..api import process_file
 from ..errors import InputError
 from ..io import open_image
 from ..io.raster import FORMATS
+from ..options import RunOptions
 from .pyramid import box_overview, encode_png
 
 #: file extension and media type of each format the engine reads
@@ -91,7 +92,7 @@ def _user_facing(exc: InputError, path: Path, name: str) -> InputError:
 
 
 def restore_upload(work: Workspace, upload: IO[bytes], filename: str | None, *, max_pixels: int,
-                   options: dict[str, Any]) -> Restored:
+                   options: RunOptions) -> Restored:
     """Restore an uploaded image into the same format (metadata kept as ``tiledehaze process`` keeps it)."""
     name = Path(filename or "upload").name
     raw = work.save(upload, "upload")
@@ -100,7 +101,7 @@ def restore_upload(work: Workspace, upload: IO[bytes], filename: str | None, *, 
     src = raw.rename(raw.with_suffix(ext))
     dst = work.dir / f"restored{ext}"
     try:
-        process_file(src, dst, max_pixels=max_pixels, **options)
+        process_file(src, dst, max_pixels=max_pixels, options=options)
     except InputError as exc:
         raise _user_facing(exc, src, name) from None
     return Restored(dst, media_type, f"{safe_stem(filename)}_dehazed{ext}")
