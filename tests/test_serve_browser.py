@@ -104,6 +104,24 @@ def test_upload_compare_and_download(page, photos, tmp_path):
     page.locator("#upload-section").screenshot(path=str(figures(tmp_path) / "serve-upload.jpg"), quality=85)
 
 
+def test_a_16_bit_tiff_is_shown_through_the_preview_and_downloaded_as_tiff(page, tmp_path):
+    from .images import smooth_image
+
+    scan = tmp_path / "scan.tif"
+    tifffile.imwrite(scan, smooth_image(300, 400, 3, np.uint16), photometric="rgb")
+    page.set_input_files("#file", str(scan))
+    page.wait_for_function("() => document.getElementById('download').download === 'scan_dehazed.tif'",
+                           timeout=60_000)
+    assert page.get_attribute("#compare", "data-ready") == "true"
+    shown = page.evaluate("() => ['before', 'after'].map(id => document.getElementById(id).naturalWidth)")
+    assert shown == [400, 400]
+    head = page.evaluate("""async () => {
+        const b = await (await fetch(document.getElementById('download').href)).arrayBuffer();
+        return Array.from(new Uint8Array(b.slice(0, 4)));
+    }""")
+    assert bytes(head) in (b"II*\x00", b"MM\x00*")
+
+
 def test_a_bad_upload_shows_one_line_and_the_page_keeps_working(page, tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_text("not a picture")
