@@ -55,9 +55,12 @@ class Gallery:
         self.entries: list[Entry] = []
         self._options = options
         self._stopping = threading.Event()
-        for i, path in enumerate(map(Path, paths)):
-            source = TileSource(path, pixel_limit=ANY_SIZE)
-            self.entries.append(Entry(i, source))
+        try:
+            for i, path in enumerate(map(Path, paths)):
+                self.entries.append(Entry(i, TileSource(path, pixel_limit=ANY_SIZE)))
+        except BaseException:
+            self.close()
+            raise
 
     def get(self, image_id: int) -> Entry | None:
         return self.entries[image_id] if 0 <= image_id < len(self.entries) else None
