@@ -28,18 +28,30 @@ def hazy_texture(size: int = 1024, seed: int = 0) -> np.ndarray:
 
 
 def write_large_tiff(path: Path, height: int, width: int, *, tile: int = 512, compression=None,
-                     bigtiff: bool = True) -> Path:
-    """Stream a tiled RGB uint8 TIFF of any size to disk without holding it in memory."""
+                     bigtiff: bool = True, nodata_border: int = 0) -> Path:
+    """Stream a tiled RGB uint8 TIFF of any size to disk without holding it in memory.
+
+    ``nodata_border`` > 0 sets that many pixels along every edge to 0 and declares 0 as
+    GDAL nodata (the hazy texture itself never reaches 0).
+    """
     texture = hazy_texture(1024)
 
     def tiles():
         for y in range(0, height, tile):
             for x in range(0, width, tile):
                 ty, tx = (y * 7) % (1024 - tile + 1), (x * 13) % (1024 - tile + 1)
-                yield texture[ty:ty + tile, tx:tx + tile]
+                t = texture[ty:ty + tile, tx:tx + tile]
+                if nodata_border:
+                    yy, xx = np.mgrid[y:y + tile, x:x + tile]
+                    edge = (yy < nodata_border) | (xx < nodata_border) | (yy >= height - nodata_border) | \
+                        (xx >= width - nodata_border)
+                    t = np.where(edge[..., None], 0, t).astype(np.uint8)
+                yield t
 
+    extratags = [(42113, 2, 0, "0", True)] if nodata_border else []
     tifffile.imwrite(path, tiles(), shape=(height, width, 3), dtype=np.uint8, tile=(tile, tile),
-                     photometric="rgb", compression=compression, bigtiff=bigtiff, metadata=None)
+                     photometric="rgb", compression=compression, bigtiff=bigtiff, metadata=None,
+                     extratags=extratags)
     os.sync()  # let the kernel finish writing it back before anything is timed
     return path
 

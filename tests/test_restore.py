@@ -78,8 +78,8 @@ def test_memory_is_bounded_by_one_row_of_tiles(weights_path):
     plan = make_plan(2000, 300, model, tile=256)
     bands = list(restore_bands(reader, model, plan))
     assert max(y1 - y0 for y0, y1 in requests) <= 256
-    assert sum(rows.shape[0] for _, rows in bands) == 2000
-    assert [y0 for y0, _ in bands] == sorted(y0 for y0, _ in bands)
+    assert sum(rows.shape[0] for _, rows, _ in bands) == 2000
+    assert [band[0] for band in bands] == sorted(band[0] for band in bands)
 
 
 def test_nan_input_is_refused_with_a_clear_error(weights_path):

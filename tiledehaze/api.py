@@ -18,6 +18,7 @@ from .io.atomic import atomic_output
 from .models import Model, build_model
 from .options import RunOptions, resolve
 from .pipeline import background
+from .pixels import ValueRange
 
 Progress = Callable[[int], None]
 
@@ -44,7 +45,7 @@ def restore(image: np.ndarray, *, model: str | Model = "aodnet", tile: int | Non
             overlap: int | None = None, backend: str = "auto", weights: str | os.PathLike | None = None,
             threads: int | None = None, batch: int | None = None, precision: str | None = None,
             device: str | None = None, progress: Progress | None = None, options: RunOptions | None = None,
-            **model_options) -> np.ndarray:
+            input_range: tuple[float, float] | None = None, **model_options) -> np.ndarray:
     """Dehaze an image held in memory.
 
     Parameters
@@ -71,6 +72,9 @@ def restore(image: np.ndarray, *, model: str | Model = "aodnet", tile: int | Non
         backend prefers).
     options : RunOptions, optional
         All of the above in one object (then leave the separate keywords out).
+    input_range : (low, high), optional
+        Stored values the model sees as 0 and 1; default: uint8 and floats in [0, 1] use their
+        full scale, uint16 (and floats beyond 1) the scene's largest value plus 5 % headroom.
     **model_options
         The model's own options, e.g. ``patch=`` for ``"dcp"``; anything else is a
         :class:`~tiledehaze.errors.ConfigError`.
@@ -92,7 +96,15 @@ def restore(image: np.ndarray, *, model: str | Model = "aodnet", tile: int | Non
     m = load_model(opts)
     reader = ArrayReader(np.asarray(image))
     plan = make_plan(reader.info.height, reader.info.width, m, tile=opts.tile, overlap=opts.overlap)
-    return collect(reader.info, restore_bands(reader, m, plan, batch=opts.batch, progress=progress))
+    return collect(reader.info, restore_bands(reader, m, plan, batch=opts.batch, progress=progress,
+                                              value_range=_value_range(input_range)))
+
+
+def _value_range(value: tuple[float, float] | ValueRange | None) -> ValueRange | None:
+    if value is None or isinstance(value, ValueRange):
+        return value
+    low, high = value
+    return ValueRange(float(low), float(high))
 
 
 @dataclass(frozen=True)
@@ -122,7 +134,8 @@ def process_file(src: str | os.PathLike, dst: str | os.PathLike | None = None, *
                  threads: int | None = None, batch: int | None = None, precision: str | None = None,
                  device: str | None = None, compression: str | None = "keep", quality: int = 95,
                  overwrite: bool = False, max_pixels: int | None = None,
-                 on_plan: Callable[[int], None] | None = None, progress: Progress | None = None,
+                 bands: tuple[int, ...] | None = None, input_range: tuple[float, float] | None = None,
+                 cog: bool = False, on_plan: Callable[[int], None] | None = None, progress: Progress | None = None,
                  options: RunOptions | None = None, **model_options) -> ProcessResult:
     """Dehaze the image file ``src`` into ``dst`` (default ``<name>_dehazed.<ext>`` beside it).
 
@@ -130,6 +143,12 @@ def process_file(src: str | os.PathLike, dst: str | os.PathLike | None = None, *
     output appears atomically; the input is never modified. ``on_plan(total_tiles)`` is called
     once the tile count is known; ``progress(n)`` after every ``n`` tiles. The run options are
     those of :func:`restore`.
+
+    GeoTIFFs: ``bands`` (1-based, as GDAL counts) names the one or three bands the model sees,
+    every other band passes through bit for bit; ``input_range`` is as for :func:`restore`;
+    nodata pixels (a nodata value or a mask page) come out exactly as they went in. A
+    Cloud-Optimized GeoTIFF (or any TIFF with overviews) gives a COG; ``cog=True`` makes one
+    from any input.
     """
     opts = resolve(options, dict(model=model, tile=tile, overlap=overlap, backend=backend, weights=weights,
                                  threads=threads, batch=batch, precision=precision, device=device), model_options)
@@ -143,15 +162,17 @@ def process_file(src: str | os.PathLike, dst: str | os.PathLike | None = None, *
         raise OutputError(f"output {dst} exists; pass --overwrite to replace it")
     start = time.perf_counter()
     try:
-        with open_image(src, pixel_limit=max_pixels) as reader:
+        with open_image(src, pixel_limit=max_pixels, bands=bands) as reader:
             info = reader.info
-            writer = writer_for(dst, info, compression=compression, quality=quality)
+            writer = writer_for(dst, info, compression=compression, quality=quality, cog=cog)
             m = load_model(opts)
             plan = make_plan(info.height, info.width, m, tile=opts.tile, overlap=opts.overlap)
             if on_plan is not None:
                 on_plan(len(plan))
             with atomic_output(dst) as tmp:
-                writer.write(tmp, info, background(restore_bands(reader, m, plan, batch=opts.batch, progress=progress)))
+                restored = restore_bands(reader, m, plan, batch=opts.batch, progress=progress,
+                                         value_range=_value_range(input_range))
+                writer.write(tmp, info, background(restored))
     except InputError as exc:
         if str(src) in str(exc):
             raise

@@ -14,9 +14,10 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .io.base import Band, Reader
+from .io.nodata import fill_invalid, restore_invalid
 from .models.base import Model
 from .pipeline import pipelined, read_ahead
-from .pixels import from_unit_rgb, to_unit_rgb
+from .pixels import ValueRange, from_unit_rgb, input_range, needs_sample, to_unit_rgb
 from .plan import TilePlan
 
 Progress = Callable[[int], None]
@@ -44,12 +45,33 @@ def make_plan(height: int, width: int, model: Model, *, tile: int | None = 1024,
     return TilePlan(height, width, tile=tile, overlap=overlap, halo=model.halo)
 
 
+def scene_state(reader: Reader, model: Model, choice: ValueRange | None = None) -> tuple[ValueRange, dict]:
+    """The input range and the model's image-wide state, both from one overview, nodata left out."""
+    info = reader.info
+    if not (model.needs_overview or needs_sample(info.dtype, info.bits, choice)):
+        return input_range(info.dtype, choice=choice, bits=info.bits), {}
+    pixels, valid = reader.overview()
+    layout = info.layout
+    bands = layout.select(pixels[..., None] if layout.squeeze else pixels)
+    scale = input_range(info.dtype, choice=choice, bits=info.bits,
+                        sample=bands if valid is None else bands[valid])
+    if not model.needs_overview:
+        return scale, {}
+    unit = to_unit_rgb(pixels, layout, scale=scale, valid=valid)
+    fill_invalid(unit, valid)
+    return scale, model.global_state(unit) if valid is None else model.global_state(unit, valid=valid)
+
+
 def restore_bands(reader: Reader, model: Model, plan: TilePlan, *, batch: int | None = None,
-                  progress: Progress | None = None) -> Iterator[Band]:
-    """Yield ``(y0, rows)`` of the restored image, top to bottom, in the reader's dtype and layout."""
+                  progress: Progress | None = None, value_range: ValueRange | None = None) -> Iterator[Band]:
+    """Yield ``(y0, rows, valid)`` of the restored image, top to bottom, in the reader's dtype and layout.
+
+    ``value_range`` is the stored range the model sees as 0 .. 1 (default: chosen from the
+    scene). Nodata pixels are filled for the model and come out exactly as they went in.
+    """
     info = reader.info
     layout = info.layout
-    state = model.global_state(to_unit_rgb(reader.overview(), layout)) if model.needs_overview else {}
+    scale, state = scene_state(reader, model, value_range)
     batch = max(1, batch or model.preferred_batch)
     width = info.width
     # rows shared with the next tile row, already holding this row's weighted share
@@ -57,23 +79,30 @@ def restore_bands(reader: Reader, model: Model, plan: TilePlan, *, batch: int | 
     # the next band is read and decoded in a thread while this one is blended; closing waits for that read
     with closing(read_ahead(reader.read, plan.rows)) as bands:
         for r, ((y0, y1), band) in enumerate(zip(plan.rows, bands)):
+            valid = reader.valid(y0, band)
             acc = np.zeros((y1 - y0, width, 3), np.float32)
             acc[: len(carry)] = carry
-            _blend_row(acc, band, layout, model, state, plan, r, batch, progress)
+            _blend_row(acc, (band, valid, scale), layout, model, state, plan, r, batch, progress)
             # rows above the next tile row's start are complete; everything above y0 already went out
             done = plan.final_after_row(r) - y0
             carry = acc[done:].copy()
-            yield y0, from_unit_rgb(acc[:done], band[:done], layout, inplace=True)
+            out = from_unit_rgb(acc[:done], band[:done], layout, inplace=True, scale=scale)
+            valid = None if valid is None else valid[:done]
+            restore_invalid(out, band[:done], valid, layout, info.nodata)
+            yield y0, out, valid
             del acc
 
 
-def _blend_row(acc: np.ndarray, band: np.ndarray, layout, model: Model, state: dict,
+def _blend_row(acc: np.ndarray, source: tuple, layout, model: Model, state: dict,
                plan: TilePlan, r: int, batch: int, progress: Progress | None) -> None:
-    """Infer every tile of row ``r`` and add it, feathered, into ``acc`` (the same rows as ``band``)."""
+    """Infer every tile of row ``r`` and add it, feathered, into ``acc``.
+
+    ``source`` is the band of stored rows (the same rows as ``acc``), its valid mask and its value range.
+    """
     wy = plan.row_weights[r]
     cols = range(len(plan.cols))
     chunks = [cols[start:start + batch] for start in range(0, len(cols), batch)]
-    stacks = (_tiles(band, layout, [plan.cols[c] for c in chunk]) for chunk in chunks)
+    stacks = (_tiles(source, layout, [plan.cols[c] for c in chunk]) for chunk in chunks)
     # GPU models take the next chunk while the previous one is still on the device.
     results = pipelined(lambda tiles: model.submit(tiles, state), stacks, depth=model.in_flight)
     for chunk, out in zip(chunks, results):
@@ -84,12 +113,15 @@ def _blend_row(acc: np.ndarray, band: np.ndarray, layout, model: Model, state: d
             progress(len(chunk))
 
 
-def _tiles(band: np.ndarray, layout, spans: list[tuple[int, int]]) -> np.ndarray:
-    """The model's float32 RGB batch (N, h, w, 3) for column ``spans`` of ``band``, converted in place."""
+def _tiles(source: tuple, layout, spans: list[tuple[int, int]]) -> np.ndarray:
+    """The model's float32 RGB batch (N, h, w, 3) for column ``spans`` of the band, nodata filled."""
+    band, valid, scale = source
     width = spans[0][1] - spans[0][0]
     batch = np.empty((len(spans), band.shape[0], width, 3), np.float32)
     for k, (x0, x1) in enumerate(spans):
-        to_unit_rgb(band[:, x0:x1], layout, out=batch[k])
+        tile_valid = None if valid is None else valid[:, x0:x1]
+        to_unit_rgb(band[:, x0:x1], layout, out=batch[k], scale=scale, valid=tile_valid)
+        fill_invalid(batch[k], tile_valid)
     return batch
 
 

@@ -37,7 +37,7 @@ def run_job(job: Job, settings: Settings, threads: int | None = None) -> JobResu
         result = process_file(
             job.source, job.output, options=settings.run.replace(threads=threads or worker_threads()),
             compression=settings.compression, quality=settings.quality, max_pixels=settings.max_pixels,
-            overwrite=True)
+            overwrite=True, **settings.io_options)
     except TileDehazeError as exc:
         cause = exc.__context__
         fatal = isinstance(exc, OutputError) and isinstance(cause, OSError) and cause.errno in _FATAL_ERRNOS
@@ -55,6 +55,7 @@ def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
                   tile: int | None = 1024, overlap: int | None = None, batch: int | None = None,
                   precision: str | None = None, device: str | None = None,
                   compression: str | None = "keep", quality: int = 95, max_pixels: int | None = None,
+                  bands: tuple[int, ...] | None = None, input_range=None, cog: bool = False,
                   format: str | None = None, globs: Sequence[str] | None = None, threads: int | None = None,
                   workers: int | None = None, scheduler: str | None = None, memory_limit: str | int | None = None,
                   retries: int = 2, overwrite: bool = False, checksum: bool = False,
@@ -74,7 +75,8 @@ def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
     times (for archives that were copied or restored). ``on_plan(plan)`` is called
     once the work is known, ``progress(result)`` after every file, always in this process.
     ``runner`` replaces :func:`run_job` (for instrumentation and tests). The run options
-    (``model`` to ``device``, or ``options``) are those of :func:`tiledehaze.restore`.
+    (``model`` to ``device``, or ``options``) are those of :func:`tiledehaze.restore`;
+    ``bands``, ``input_range`` and ``cog`` those of :func:`tiledehaze.process_file`.
 
     A file that cannot be restored is recorded in the report and the batch goes on; a full
     or read-only output disk stops the batch (``report.aborted``). The report is also written
@@ -95,7 +97,7 @@ def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
         raise ConfigError("a batch needs a registered model name (workers build their own model)")
     threads = run.threads
     settings = Settings(run.replace(threads=None), compression=compression, quality=quality,
-                        max_pixels=max_pixels, format=format)
+                        max_pixels=max_pixels, format=format, bands=bands, input_range=input_range, cog=cog)
     # a wrong model, backend or weights file fails every file alike: say so once, up front
     # (in-process runs reuse this cached model)
     overlap = plan_overlap(load_model(run), run.overlap)  # the model's real overlap, for memory estimates

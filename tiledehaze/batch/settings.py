@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 from ..options import RunOptions, fingerprint
@@ -21,11 +22,20 @@ class Settings:
     quality: int = 95
     max_pixels: int | None = None
     format: str | None = None
+    bands: tuple[int, ...] | None = None
+    input_range: Any = None  # a pixels.ValueRange, or None for auto
+    cog: bool = False
+
+    @property
+    def io_options(self) -> dict[str, Any]:
+        """What process_file takes besides the run options to read and write a file."""
+        return dict(bands=self.bands, input_range=self.input_range, cog=self.cog)
 
     def fingerprint(self) -> str:
         """A short hash of the settings that change the output (not threads, backend, batch or device)."""
+        geo = {k: v for k, v in self.io_options.items() if v}  # absent when unset: earlier manifests stay valid
         return fingerprint({**self.run.fingerprint_key(), "compression": self.compression,
-                            "quality": self.quality, "format": self.format})
+                            "quality": self.quality, "format": self.format, **geo})
 
 
 

@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..io import EXTENSIONS
 from ..io.tiff import COMPRESSIONS
 from ..options import RunOptions
+from ..pixels import parse_range
 from ..progress import batch_progress, progress_bar
 from . import add_command
 
@@ -26,6 +27,7 @@ EXAMPLES = """examples:
   tiledehaze process scene.tif -o out/scene.tif     streams a GeoTIFF of any size
   tiledehaze process scan.png --model dcp           classical Dark Channel Prior
   tiledehaze process big.tif --tile 512 --compression zstd --overwrite
+  tiledehaze process s2.tif --bands 4,3,2 --cog     red, green, blue of a multi-band scene; COG out
   tiledehaze process photos/ -o dehazed/            a folder tree, mirrored; rerun to resume
   tiledehaze process photos/ -o out/ --workers 4 --format png
   tiledehaze process a.jpg b.tif scans/ -o out/ --scheduler tcp://10.0.0.5:8786
@@ -59,6 +61,25 @@ def run_options(args: argparse.Namespace) -> RunOptions:
                              device=args.device)
 
 
+def io_options(args: argparse.Namespace) -> dict:
+    """``--bands``, ``--input-range`` and ``--cog``: how the file is read and written."""
+    return dict(bands=args.bands, input_range=args.input_range, cog=args.cog)
+
+
+def _bands(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes band numbers counted from 1, e.g. 3,2,1, not {value!r}") from None
+
+
+def _range(value: str):
+    try:
+        return parse_range(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--input-range ")) from None
+
+
 def _tile(value: str) -> int | None:
     if value.lower() == "none":
         return None
@@ -83,6 +104,15 @@ def register(sub) -> None:
     p.add_argument("--compression", choices=COMPRESSIONS, default="keep",
                    help="TIFF output compression (default: keep the input's)")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP output quality (default: 95)")
+    g = p.add_argument_group("GeoTIFF and multi-band rasters")
+    g.add_argument("--bands", type=_bands, metavar="R,G,B",
+                   help="the bands the model sees, counted from 1 as GDAL does (needed for 4+ bands without RGB "
+                        "colour interpretation); every other band passes through bit for bit")
+    g.add_argument("--input-range", type=_range, default=None, metavar="auto|LOW,HIGH",
+                   help="stored values the model sees as black and white (default: auto: the full scale for "
+                        "8-bit, the NBITS tag, else the scene's largest value)")
+    g.add_argument("--cog", action="store_true",
+                   help="write a Cloud-Optimized GeoTIFF with overviews (always done for a COG or any TIFF with overviews)")
     p.add_argument("--max-pixels", type=int, help="refuse JPEG/PNG/WebP larger than this (default: 500 million)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (never the input)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -141,7 +171,7 @@ def run_batch(args: argparse.Namespace) -> int:
             args.input, args.output, options=run_options(args), compression=args.compression, quality=args.quality,
             overwrite=args.overwrite, max_pixels=args.max_pixels, format=args.format, globs=args.globs,
             workers=args.workers, scheduler=args.scheduler, memory_limit=args.memory_limit, retries=args.retries,
-            checksum=args.checksum, on_plan=on_plan, progress=progress)
+            checksum=args.checksum, on_plan=on_plan, progress=progress, **io_options(args))
     for failure in report.failed[:SHOWN_FAILURES]:
         print(f"failed: {failure.source}: {failure.reason}", file=sys.stderr)
     if len(report.failed) > SHOWN_FAILURES:
@@ -162,7 +192,8 @@ def run_single(args: argparse.Namespace) -> int:
     with progress_bar(f"{args.input.name}", enabled=False if args.no_progress else None) as (set_total, advance):
         result = process_file(
             args.input, output, options=run_options(args), compression=args.compression, quality=args.quality,
-            overwrite=args.overwrite, max_pixels=args.max_pixels, on_plan=set_total, progress=advance)
+            overwrite=args.overwrite, max_pixels=args.max_pixels, on_plan=set_total, progress=advance,
+            **io_options(args))
     log.info("%s -> %s: %.1f MP, %d tiles, %.1f s", result.source, result.output, result.megapixels,
              result.tiles, result.seconds)
     print(f"{result.output}  ({result.megapixels:.1f} MP in {result.seconds:.1f} s, "

@@ -7,6 +7,7 @@ from pathlib import Path
 from ..errors import ConfigError, InputError
 from .base import ArrayReader, Band, ImageInfo, Reader, Writer, collect
 from .raster import RasterWriter, check_writable, probe_raster, read_raster
+from .cog import CogWriter
 from .tiff import TiffReader, TiffWriter
 
 EXTENSIONS = {
@@ -24,10 +25,15 @@ def format_of_path(path: str | Path) -> str:
     return fmt
 
 
-def open_image(path: str | Path, *, pixel_limit: int | None = None) -> Reader:
-    """Open an image for band reads; the format is taken from its content, not its name."""
+def open_image(path: str | Path, *, pixel_limit: int | None = None, bands: tuple[int, ...] | None = None) -> Reader:
+    """Open an image for band reads; the format is taken from its content, not its name.
+
+    ``bands`` (1-based) names the one or three bands of a multi-band TIFF the model sees.
+    """
     if _is_tiff(path):
-        return TiffReader(path)
+        return TiffReader(path, bands=bands)
+    if bands is not None:
+        raise ConfigError(f"{path}: --bands applies to TIFF inputs")
     return read_raster(path, pixel_limit=pixel_limit)
 
 
@@ -62,8 +68,15 @@ def _is_tiff(path: str | Path) -> bool:
 
 
 def writer_for(path: str | Path, info: ImageInfo, *, compression: str | None = None,
-               quality: int = 95) -> Writer:
+               quality: int = 95, cog: bool = False) -> Writer:
+    """The writer for ``path``'s format; a COG when asked, or when the source has overviews or a mask."""
     fmt = format_of_path(path)
+    meta = info.metadata.get("tiff", {})
+    if fmt == "tiff" and (cog or meta.get("overviews") or meta.get("mask")):
+        # a source's overviews are rebuilt as many as it had; --cog alone makes GDAL's count
+        return CogWriter(compression=compression, overviews=meta.get("overviews") or (None if cog else 0))
+    if cog:
+        raise ConfigError(f"--cog writes a TIFF; {path} is a {fmt.upper()} output")
     if fmt == "tiff":
         return TiffWriter(compression=compression)
     if compression not in (None, "keep"):

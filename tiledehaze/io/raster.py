@@ -185,6 +185,8 @@ class RasterWriter(Writer):
 def check_writable(fmt: str, info: ImageInfo) -> None:
     """Refuse combinations a format cannot store, before any work is done."""
     dtype = np.dtype(info.dtype)
+    if info.channels > 4 or (info.bands is not None and info.channels > 1):
+        raise ConfigError(f"{fmt.upper()} cannot store {info.channels} bands; write a .tif output instead")
     if dtype.kind == "f":
         raise ConfigError(f"{fmt.upper()} cannot store {dtype} pixels; write a .tif output instead")
     if dtype == np.uint16 and fmt != "png":

@@ -9,6 +9,7 @@ tags, ICC profile, resolution) is copied to the output.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -17,13 +18,15 @@ import tifffile
 import zarr
 
 from ..errors import ConfigError, InputError
-from ..pixels import Layout, check_dtype
+from ..pixels import check_dtype
 from .base import Band, ImageInfo, Reader, Writer
+from .geotiff import GDAL_METADATA, GDAL_NODATA, clean_gdal_metadata, model_bands, page_roles, significant_bits
+from .nodata import combine, parse_nodata, valid_of
 
 log = logging.getLogger(__name__)
 
 #: GeoTIFF (33550, 33922, 34264, 34735-34737), GDAL nodata (42113), and descriptive ASCII tags.
-#: GDAL_METADATA (42112) is left out: its statistics are stale after restoration.
+#: GDAL_METADATA (42112) is copied without its statistics, which are stale after restoration.
 COPIED_TAGS = (33550, 33922, 34264, 34735, 34736, 34737, 42113, 306, 315, 33432)
 DEFAULT_TILE = (512, 512)
 #: above this many raw bytes, classic TIFF's 32-bit offsets may overflow
@@ -38,9 +41,18 @@ COMPRESSIONS = ("keep", "none", "zlib", "zstd", "lzw", "lzma", "jpeg", "webp", "
 
 
 class TiffReader(Reader):
-    def __init__(self, path: str | Path, *, warn: bool = True):
+    """A TIFF's first image, read lazily; its overviews and mask page are recognised, not restored.
+
+    ``bands`` (1-based, as GDAL counts) names the one or three bands the model sees; ``warn``
+    says whether pages that are neither overviews nor masks are reported.
+    """
+
+    def __init__(self, path: str | Path, *, bands: tuple[int, ...] | None = None, warn: bool = True):
         self.path = Path(path)
+        self.bands = bands
         self.warn = warn
+        self.mask = None
+        self.lock = threading.Lock()  # the engine reads pixels and mask rows from different threads
         try:
             self.tif = tifffile.TiffFile(self.path)
         except Exception as exc:
@@ -65,8 +77,9 @@ class TiffReader(Reader):
             raise InputError(f"{self.path}: damaged TIFF ({_short(exc)})") from None
 
     def _open(self, page) -> None:
-        if self.warn and len(self.tif.pages) > 1:
-            log.warning("%s holds %d images; only the first is restored", self.path, len(self.tif.pages))
+        overviews, masks, others = page_roles(self.tif.pages)
+        if self.warn and others:
+            log.warning("%s holds %d images; only the first is restored", self.path, len(others) + 1)
         photometric = int(page.photometric)
         if photometric not in (0 + 1, 2, 6):  # MINISBLACK, RGB, YCBCR (decoded to RGB)
             name = tifffile.PHOTOMETRIC(photometric).name
@@ -79,18 +92,67 @@ class TiffReader(Reader):
         dtype = check_dtype(page.dtype)
         self.planar = page.axes == "SYX"
         h, w = (page.shape[1], page.shape[2]) if self.planar else page.shape[:2]
-        stored = (h, w) if page.axes == "YX" else (h, w, page.shape[0] if self.planar else page.shape[2])
-        layout = Layout.of(stored, dtype)
-        self.info = ImageInfo(h, w, layout.channels, layout.squeeze, dtype, "tiff", {"tiff": _profile(self.tif, page)})
+        channels = 1 if page.axes == "YX" else (page.shape[0] if self.planar else page.shape[2])
+        profile = _profile(self.tif, page)
+        bands = model_bands(self.path, channels, profile["photometric"], self.bands)
+        nodata = None
+        if GDAL_NODATA in page.tags:
+            nodata = parse_nodata(str(page.tags[GDAL_NODATA].value), dtype)
+            if nodata is None:
+                log.warning("%s: nodata value %r does not fit %s pixels; ignored", self.path,
+                            page.tags[GDAL_NODATA].value, dtype)
+        mask = next((m for m in masks if m.shape[:2] == (h, w)), None)
+        self.overviews, self.overview_masks = overviews, {m.shape[:2]: m for m in masks}
+        profile.update(overviews=len(overviews), mask=mask is not None)
+        self.info = ImageInfo(h, w, channels, page.axes == "YX", dtype, "tiff", {"tiff": profile},
+                              bands=bands, nodata=nodata, bits=significant_bits(page, dtype))
         try:
             self.store = page.aszarr()
             self.array = zarr.open(self.store, mode="r")
+            if mask is not None:
+                self.mask_store = mask.aszarr()
+                self.mask = zarr.open(self.mask_store, mode="r")
         except Exception as exc:
             raise InputError(f"{self.path}: cannot index TIFF data ({_short(exc)})") from None
 
+    def overview(self, max_side: int = 2048) -> tuple[np.ndarray, np.ndarray | None]:
+        """The smallest of the file's own overviews that is still at least 1024 px (or ``max_side``)
+        across, read whole; a strided read of the image when the file has none that large."""
+        need = min(max_side, 1024, max(self.info.height, self.info.width))
+        pages = sorted((p for p in self.overviews if max(p.shape[:2] if p.axes[0] != "S" else p.shape[1:3]) >= need),
+                       key=lambda p: p.shape[0] * p.shape[1])
+        if not pages:
+            return super().overview(max_side)
+        page = pages[0]
+        try:
+            with self.lock:
+                pixels = page.asarray()
+                mask_page = self.overview_masks.get(pixels.shape[1:3] if page.axes[0] == "S" else pixels.shape[:2])
+                mask = None if self.mask is None or mask_page is None else np.asarray(mask_page.asarray(), bool)
+        except Exception as exc:
+            raise InputError(f"{self.path}: damaged TIFF overview ({_short(exc)})") from None
+        if page.axes[0] == "S":
+            pixels = np.moveaxis(pixels, 0, -1)
+        if self.info.squeeze and pixels.ndim == 3:
+            pixels = pixels[..., 0]
+        return pixels, combine(valid_of(pixels, self.info.layout, self.info.nodata), mask)
+
+    def valid(self, y0: int, rows: np.ndarray) -> np.ndarray | None:
+        """Valid where the mask page (if any) says so and the model bands are not nodata."""
+        mask = None
+        if self.mask is not None:
+            try:
+                with self.lock:
+                    mask = np.asarray(self.mask[y0:y0 + rows.shape[0]], bool)
+            except Exception as exc:
+                raise InputError(f"{self.path}: damaged TIFF mask, cannot decode rows {y0}-{y0 + rows.shape[0]} "
+                                 f"({_short(exc)})") from None
+        return combine(valid_of(rows, self.info.layout, self.info.nodata), mask)
+
     def read(self, y0: int, y1: int) -> np.ndarray:
         try:
-            rows = self.array[:, y0:y1, :] if self.planar else self.array[y0:y1]
+            with self.lock:
+                rows = self.array[:, y0:y1, :] if self.planar else self.array[y0:y1]
         except Exception as exc:
             raise InputError(f"{self.path}: damaged TIFF data, cannot decode rows {y0}-{y1} ({_short(exc)})") from None
         return np.moveaxis(rows, 0, -1) if self.planar else rows
@@ -98,16 +160,18 @@ class TiffReader(Reader):
     def read_region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Decodes only the TIFF tiles (or strips) the region touches."""
         try:
-            px = self.array[:, y0:y1, x0:x1] if self.planar else self.array[y0:y1, x0:x1]
+            with self.lock:
+                px = self.array[:, y0:y1, x0:x1] if self.planar else self.array[y0:y1, x0:x1]
         except Exception as exc:
             raise InputError(f"{self.path}: damaged TIFF data, cannot decode region "
                              f"{x0},{y0}-{x1},{y1} ({_short(exc)})") from None
         return np.moveaxis(px, 0, -1) if self.planar else px
 
     def close(self) -> None:
-        store = getattr(self, "store", None)
-        if store is not None:
-            store.close()
+        for name in ("store", "mask_store"):
+            store = getattr(self, name, None)
+            if store is not None:
+                store.close()
         self.tif.close()
 
 
@@ -149,6 +213,11 @@ def _profile(tif: tifffile.TiffFile, page) -> dict[str, Any]:
             log.warning("%s: tag %s is not 7-bit ASCII as TIFF requires; not copied", tif.filename, tag.name)
         elif tag is not None:
             extratags.append((code, int(tag.dtype), tag.count, tag.value, True))
+    gdal = tags.get(GDAL_METADATA)
+    if gdal is not None and isinstance(gdal.value, str) and gdal.value.isascii():
+        cleaned = clean_gdal_metadata(gdal.value)
+        if cleaned:
+            extratags.append((GDAL_METADATA, 2, 0, cleaned, True))
     resolution = None
     if 282 in tags and 283 in tags and _rational(tags[282].value) and _rational(tags[283].value):
         resolution = (tags[282].value, tags[283].value)
@@ -157,7 +226,7 @@ def _profile(tif: tifffile.TiffFile, page) -> dict[str, Any]:
         "predictor": int(page.predictor),
         "tile": (page.tilelength, page.tilewidth) if page.is_tiled else None,
         "bigtiff": tif.is_bigtiff,
-        "photometric": "minisblack" if int(page.photometric) == 1 else "rgb",
+        "photometric": "minisblack" if int(page.photometric) in (0, 1) else "rgb",
         "extrasamples": tuple(int(x) for x in page.extrasamples),
         "extratags": extratags,
         "iccprofile": tags[34675].value if 34675 in tags else None,
@@ -166,6 +235,29 @@ def _profile(tif: tifffile.TiffFile, page) -> dict[str, Any]:
         "description": page.description if page.description and page.description.isascii()
         and not page.description.startswith("{") else None,
     }
+
+
+def sample_options(info: ImageInfo) -> dict[str, Any]:
+    """tifffile's page options for the source's samples: its colour interpretation and extra samples.
+
+    Without a TIFF source: gray or RGB by channel count, and the band beyond them is alpha.
+    """
+    meta = info.metadata.get("tiff", {})
+    return dict(
+        photometric=meta.get("photometric") or ("minisblack" if info.layout.color == 1 else "rgb"),
+        planarconfig=None if info.squeeze or info.channels == 1 else "contig",
+        extrasamples=meta.get("extrasamples") or ((2,) if info.layout.has_alpha else ()) or None,
+    )
+
+
+def profile_tags(info: ImageInfo) -> dict[str, Any]:
+    """tifffile's options for the tags copied from the source (first page only)."""
+    meta = info.metadata.get("tiff", {})
+    tags = dict(software="tiledehaze", extratags=list(meta.get("extratags", [])),
+                iccprofile=meta.get("iccprofile"), description=meta.get("description"))
+    if meta.get("resolution"):
+        tags.update(resolution=meta["resolution"], resolutionunit=meta.get("resolutionunit"))
+    return tags
 
 
 def _tiles(bands: Iterator[Band], info: ImageInfo, tile: tuple[int, int]) -> Iterator[np.ndarray]:
@@ -178,7 +270,7 @@ def _tiles(bands: Iterator[Band], info: ImageInfo, tile: tuple[int, int]) -> Ite
     shape = (th, info.width) + (() if info.squeeze else (info.channels,))
     buf = np.empty(shape, info.dtype)
     filled = 0
-    for _, rows in bands:
+    for _, rows, _ in bands:
         pos = 0
         while pos < rows.shape[0]:
             take = min(th - filled, rows.shape[0] - pos)
@@ -221,30 +313,23 @@ class TiffWriter(Writer):
         self.compression = compression
         self.tile = tile
 
-    def write(self, path, info: ImageInfo, bands: Iterator[Band]) -> None:
-        meta = info.metadata.get("tiff", {})
-        tile = tuple(self.tile or meta.get("tile") or DEFAULT_TILE)
+    def tile_of(self, info: ImageInfo) -> tuple[int, int]:
+        tile = tuple(self.tile or info.metadata.get("tiff", {}).get("tile") or DEFAULT_TILE)
         if tile[0] % 16 or tile[1] % 16:
             raise ConfigError(f"TIFF tile size {tile} must be a multiple of 16")
+        return tile
+
+    def write(self, path, info: ImageInfo, bands: Iterator[Band]) -> None:
+        meta = info.metadata.get("tiff", {})
+        tile = self.tile_of(info)
         compression, predictor = resolve_compression(self.compression, info)
         raw_bytes = info.height * info.width * info.channels * info.dtype.itemsize
-        extrasamples = meta.get("extrasamples") or ((2,) if info.layout.has_alpha else ())
         kwargs: dict[str, Any] = dict(
-            shape=info.shape, dtype=info.dtype, tile=tile,
-            photometric="minisblack" if info.layout.color == 1 else "rgb",
-            planarconfig=None if info.squeeze or info.channels == 1 else "contig",
-            extrasamples=extrasamples or None,
+            shape=info.shape, dtype=info.dtype, tile=tile, **sample_options(info),
             compression=compression, predictor=predictor or None,
             bigtiff=bool(meta.get("bigtiff")) or raw_bytes > CLASSIC_LIMIT,
-            metadata=None, software="tiledehaze",
-            extratags=list(meta.get("extratags", [])),
-            iccprofile=meta.get("iccprofile"),
-            description=meta.get("description"),
-            buffersize=32 << 20, maxworkers=2,
+            metadata=None, buffersize=32 << 20, maxworkers=2, **profile_tags(info),
         )
-        if meta.get("resolution"):
-            kwargs["resolution"] = meta["resolution"]
-            kwargs["resolutionunit"] = meta.get("resolutionunit")
         if compression in ("jpeg", tifffile.COMPRESSION.JPEG):
             kwargs["compressionargs"] = {"level": 95}
         tifffile.imwrite(path, _tiles(bands, info, tile), **kwargs)

@@ -32,8 +32,12 @@ class Model(ABC):
     #: batches worth submitting before waiting for the first (more than 1 only on a GPU)
     in_flight: int = 1
 
-    def global_state(self, overview: np.ndarray) -> dict[str, Any]:
-        """Image-wide statistics from a downscaled float32 RGB overview in [0, 1]."""
+    def global_state(self, overview: np.ndarray, valid: np.ndarray | None = None) -> dict[str, Any]:
+        """Image-wide statistics from a downscaled float32 RGB overview in [0, 1].
+
+        Where ``valid`` is False the overview holds no data (filled from nearby pixels); those
+        pixels must not count.
+        """
         return {}
 
     @abstractmethod

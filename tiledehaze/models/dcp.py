@@ -56,20 +56,25 @@ def _erode(m: np.ndarray, patch: int) -> np.ndarray:
     return cv2.erode(m, kernel)
 
 
-def estimate_airlight(image: np.ndarray, *, patch: int = 15, top_fraction: float = 0.001) -> np.ndarray:
+def estimate_airlight(image: np.ndarray, *, patch: int = 15, top_fraction: float = 0.001,
+                     valid: np.ndarray | None = None) -> np.ndarray:
     """Atmospheric light A (3,) of a float32 RGB image in [0, 1].
 
     Rule: take the ``ceil(top_fraction * H * W)`` (at least one) largest dark-channel values;
     every pixel whose dark channel is at least the smallest of them is a candidate (ties are
     all kept, so the choice does not depend on sort order). A is the RGB value of the candidate
     with the largest R + G + B (the first in raster order on a tie), raised per channel to at
-    least :data:`MIN_AIRLIGHT`.
+    least :data:`MIN_AIRLIGHT`. Pixels where ``valid`` is False (nodata) are never candidates
+    and do not count towards H * W.
     """
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected (H, W, 3) RGB, got shape {image.shape}")
     dark = dark_channel(image, patch).ravel()
-    k = max(1, int(np.ceil(top_fraction * dark.size)))
+    if valid is not None and valid.any():
+        dark = np.where(valid.ravel(), dark, -np.inf)
+    count = dark.size if valid is None or not valid.any() else int(np.count_nonzero(valid))
+    k = max(1, int(np.ceil(top_fraction * count)))
     threshold = np.partition(dark, dark.size - k)[dark.size - k]
     candidates = np.flatnonzero(dark >= threshold)
     pixels = image.reshape(-1, 3)[candidates]
@@ -170,10 +175,10 @@ class DCPModel(Model):
         self.guided_eps = float(guided_eps)
         self.halo = self.patch // 2 + 2 * self.guided_radius
 
-    def global_state(self, overview: np.ndarray) -> dict[str, Any]:
+    def global_state(self, overview: np.ndarray, valid: np.ndarray | None = None) -> dict[str, Any]:
         """A from the overview; the dark channel there uses the same ``patch`` in overview pixels."""
         airlight = estimate_airlight(np.asarray(overview, np.float32), patch=self.patch,
-                                     top_fraction=self.top_fraction)
+                                     top_fraction=self.top_fraction, valid=valid)
         log.debug("dcp: atmospheric light %s from a %s overview", airlight.tolist(), overview.shape[:2])
         return {"airlight": airlight}
 
