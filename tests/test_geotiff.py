@@ -346,3 +346,15 @@ def test_nodata_never_sets_the_airlight():
     valid[:, :20] = False
     assert np.allclose(estimate_airlight(image, patch=1), 1.0)
     assert np.allclose(estimate_airlight(image, patch=1, valid=valid), (0.7, 0.8, 0.9))
+
+
+def test_a_batch_takes_bands_and_cog_for_every_file(tmp_path, weights_file):
+    data = bands_first(smooth_image(200, 300, 4, np.uint16, seed=13))
+    (tmp_path / "in").mkdir()
+    for name in ("a.tif", "b.tif"):
+        write_raster(tmp_path / "in" / name, data)
+    out = tmp_path / "out"
+    assert cli(tmp_path / "in", "-o", out, "--weights", weights_file, "--bands", "3,2,1", "--cog") == 0
+    for name in ("a.tif", "b.tif"):
+        assert np.array_equal(read(out / name)[3], data[3])
+        assert cogeo.cog_validate(out / name, strict=True, quiet=True)[0]
