@@ -42,7 +42,7 @@ def make_plan(height: int, width: int, model: Model, *, tile: int | None = 1024,
     overlap = plan_overlap(model, overlap)
     if tile is None:
         tile = max(height, width, overlap + 1)
-    return TilePlan(height, width, tile=tile, overlap=overlap, halo=model.halo)
+    return TilePlan(height, width, tile=tile, overlap=overlap, halo=model.halo, align=model.align)
 
 
 def scene_state(reader: Reader, model: Model, choice: ValueRange | None = None) -> tuple[ValueRange, dict]:

@@ -4,7 +4,9 @@ Tiles of a fixed size are spread evenly along each axis so that the first starts
 the last ends exactly at the image edge: edge tiles are shifted inside the image, never
 zero-padded, and every tile has the same shape (which suits batching and TensorRT
 profiles). Neighbours overlap by at least ``overlap`` pixels. An axis shorter than the tile
-becomes a single tile of that length.
+becomes a single tile of that length. Models that downsample (a U-Net) need tile origins on
+multiples of their ``align``: starts are then rounded to it, and the tile size is chosen so that
+the last tile, which still ends at the image edge, starts on a multiple too.
 """
 
 from __future__ import annotations
@@ -20,18 +22,25 @@ from .errors import ConfigError
 Span = tuple[int, int]
 
 
-def split_axis(length: int, tile: int, overlap: int) -> list[Span]:
+def split_axis(length: int, tile: int, overlap: int, align: int = 1) -> list[Span]:
     """Evenly spaced ``[start, stop)`` spans of one size, at most ``tile``, covering ``length``.
 
     The fewest spans that fit are used, each shrunk to the smallest size that still overlaps
-    its neighbours by ``overlap``: no pixel is computed more often than it must be.
+    its neighbours by ``overlap``: no pixel is computed more often than it must be. With
+    ``align`` > 1 every start is a multiple of ``align`` (the size then has the remainder of
+    ``length``, so that the last span ends at the edge) and the span may grow by up to
+    ``align`` pixels past ``tile``.
     """
     if length <= tile:
         return [(0, length)]
     n = math.ceil((length - overlap) / (tile - overlap))
-    size = math.ceil((length + (n - 1) * overlap) / n)
-    starts = [round(i * (length - size) / (n - 1)) for i in range(n)]
-    return [(s, s + size) for s in starts]
+    while True:
+        size = math.ceil((length + (n - 1) * overlap) / n)
+        size += (length - size) % align  # the last start, length - size, becomes a multiple of align
+        starts = [round(i * (length - size) / (n - 1) / align) * align for i in range(n)]
+        if all(b - a <= size - overlap for a, b in zip(starts, starts[1:])):
+            return [(s, s + size) for s in starts]
+        n += 1  # rounding to the alignment left a gap narrower than the overlap
 
 
 def feather_weights(spans: list[Span], length: int, halo: int, overlap: int) -> list[np.ndarray]:
@@ -83,6 +92,8 @@ class TilePlan:
     tile: int = 1024
     overlap: int = 32
     halo: int = 0
+    #: tile origins lie on multiples of this (1: anywhere)
+    align: int = 1
 
     def __post_init__(self) -> None:
         if self.height < 1 or self.width < 1:
@@ -93,14 +104,17 @@ class TilePlan:
                 f"use at least {2 * self.halo + 1}")
         if self.tile <= self.overlap:
             raise ConfigError(f"tile {self.tile} must be larger than the overlap {self.overlap}")
+        if self.align < 1 or (self.align > 1 and self.tile - self.overlap < 2 * self.align):
+            raise ConfigError(f"tile {self.tile} is too small for a model whose tiles start on multiples of "
+                              f"{self.align}: use at least {self.overlap + 2 * self.align}")
 
     @cached_property
     def rows(self) -> list[Span]:
-        return split_axis(self.height, self.tile, self.overlap)
+        return split_axis(self.height, self.tile, self.overlap, self.align)
 
     @cached_property
     def cols(self) -> list[Span]:
-        return split_axis(self.width, self.tile, self.overlap)
+        return split_axis(self.width, self.tile, self.overlap, self.align)
 
     @cached_property
     def row_weights(self) -> list[np.ndarray]:

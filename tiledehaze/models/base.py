@@ -25,6 +25,8 @@ class Model(ABC):
     name: str = ""
     #: receptive-field radius in pixels
     halo: int = 0
+    #: tile origins must lie on multiples of this (models that downsample; 1: anywhere)
+    align: int = 1
     #: whether :meth:`global_state` needs an overview of the whole image
     needs_overview: bool = False
     #: tiles per call that suit the backend (1 on CPU, more on a GPU)
