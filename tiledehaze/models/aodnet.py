@@ -89,26 +89,38 @@ def init_weights(seed: int = 0, std: float = 0.02, *, rng: np.random.Generator |
 
 def check_weights(weights: dict[str, Any], source: str) -> Weights:
     """Validate names and shapes; returns float32 arrays."""
-    out: Weights = {}
+    shapes = {}
     for name, cin, k in LAYERS:
-        for key, shape in ((f"{name}.weight", (3, cin, k, k)), (f"{name}.bias", (3,))):
-            if key not in weights:
-                raise ConfigError(f"{source}: not AOD-Net weights (missing {key!r})")
-            value = np.asarray(weights[key], dtype=np.float32)
-            if value.shape != shape:
-                raise ConfigError(f"{source}: {key} has shape {value.shape}, expected {shape}")
-            if not np.all(np.isfinite(value)):
-                raise ConfigError(f"{source}: {key} holds NaN or inf")
-            out[key] = value
+        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (3, cin, k, k), (3,)
+    return check_shapes(weights, shapes, source, "AOD-Net")
+
+
+def check_shapes(weights: dict[str, Any], shapes: dict[str, tuple[int, ...]], source: str, network: str) -> Weights:
+    """Every array of ``shapes`` present, of that shape and finite; returns float32 arrays."""
+    out: Weights = {}
+    for key, shape in shapes.items():
+        if key not in weights:
+            raise ConfigError(f"{source}: not {network} weights (missing {key!r})")
+        value = np.asarray(weights[key], dtype=np.float32)
+        if value.shape != shape:
+            raise ConfigError(f"{source}: {key} has shape {value.shape}, expected {shape}")
+        if not np.all(np.isfinite(value)):
+            raise ConfigError(f"{source}: {key} holds NaN or inf")
+        out[key] = value
     return out
 
 
 def load_weights(path: str | Path | None = None) -> Weights:
-    """Load AOD-Net weights from safetensors (preferred) or a torch state dict.
+    """Load AOD-Net weights from safetensors (preferred) or a torch state dict."""
+    path = Path(path) if path is not None else DEFAULT_WEIGHTS
+    return check_weights(read_weights(path), str(path))
+
+
+def read_weights(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a safetensors file or a torch state dict / training checkpoint, unchecked.
 
     Torch files are opened with ``weights_only=True``: no code is ever unpickled.
     """
-    path = Path(path) if path is not None else DEFAULT_WEIGHTS
     if not path.is_file():
         raise ConfigError(f"weights file not found: {path}")
     try:
@@ -127,7 +139,7 @@ def load_weights(path: str | Path | None = None) -> Weights:
         raise
     except Exception as exc:  # corrupt or foreign file: say so in one line
         raise ConfigError(f"cannot read weights {path}: {exc}") from None
-    return check_weights(raw, str(path))
+    return raw
 
 
 def save_weights(weights: Weights, path: str | Path, metadata: dict[str, str] | None = None) -> None:
@@ -156,7 +168,6 @@ def to_onnx(weights: Weights, *, precision: str = "fp32", opset: int = 17, layou
     """
     if layout not in ("nchw", "nhwc"):
         raise ConfigError(f"layout must be nchw or nhwc, not {layout!r}")
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     if precision not in ("fp32", "fp16"):
@@ -189,19 +200,21 @@ def to_onnx(weights: Weights, *, precision: str = "fp32", opset: int = 17, layou
     names = iter(("ki", "ki_k", "j", result))
     k, hazy = _GraphValue("conv5", nodes, names), _GraphValue(source, nodes, names)
     clean_image(k, hazy, relu=lambda v: v.apply("Relu"))
-    dims = ["batch", 3, "height", "width"]
     if layout == "nhwc":
         nodes.insert(0, helper.make_node("Transpose", [INPUT_NAME], [source], perm=[0, 3, 1, 2]))
         nodes.append(helper.make_node("Transpose", [result], [OUTPUT_NAME], perm=[0, 2, 3, 1]))
-        dims = ["batch", "height", "width", 3]
-    graph = helper.make_graph(
-        nodes, "aodnet",
-        [helper.make_tensor_value_info(INPUT_NAME, elem, dims)],
-        [helper.make_tensor_value_info(OUTPUT_NAME, elem, dims)],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="tiledehaze")
+    return finish_graph(nodes, "aodnet", inits, elem=elem, layout=layout, opset=opset)
+
+
+def finish_graph(nodes: list, name: str, inits: list, *, elem: int, layout: str, opset: int) -> bytes:
+    """A checked, serialised ONNX model with input ``hazy`` and output ``dehazed``, batch/height/width dynamic."""
+    import onnx
+    from onnx import helper
+
+    dims = ["batch", 3, "height", "width"] if layout == "nchw" else ["batch", "height", "width", 3]
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info(INPUT_NAME, elem, dims)],
+                              [helper.make_tensor_value_info(OUTPUT_NAME, elem, dims)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="tiledehaze")
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model.SerializeToString()
