@@ -13,7 +13,7 @@ from tiledehaze.errors import ConfigError
 from tiledehaze.models.aodnet import load_weights, read_metadata
 from tiledehaze.models.aodnet_torch import AODNetModule
 from tiledehaze.train import DEFAULTS, config_hash, load_config, train
-from tiledehaze.train import loop
+from tiledehaze.train import tasks
 from tiledehaze.train.guard import DeadKGuard, measure
 
 
@@ -129,14 +129,14 @@ def test_guard_restores_the_last_healthy_weights_when_k_dies(caplog):
 
 
 def test_training_recovers_from_a_dead_k(tiny_config, tmp_path, monkeypatch, caplog):
-    fresh = loop.init_weights
+    fresh = tasks.aodnet_init
 
     def dead_init(seed, std=0.02):
         w = fresh(seed, std)
         w["conv5.bias"][:] = -10.0
         return w
 
-    monkeypatch.setattr(loop, "init_weights", dead_init)
+    monkeypatch.setattr(tasks, "aodnet_init", dead_init)
     with caplog.at_level(logging.WARNING, logger="tiledehaze"):
         result = train(tiny_config("num_epochs=1"), out_dir=tmp_path)
     assert "dead K" in caplog.text and "re-initialised conv5" in caplog.text

@@ -21,8 +21,9 @@ _FLAGS = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("train", help="train AOD-Net on synthetic or paired hazy data",
-                              description="Train AOD-Net from a YAML config; any key can be overridden.")
+    p = subparsers.add_parser("train", help="train AOD-Net or HazeNet on synthetic or paired hazy data",
+                              description="Train the model a YAML config names (model: aodnet or hazenet); any key can be "
+                                          "overridden.")
     p.add_argument("--config", help="YAML config (default: the built-in defaults, as in configs/aodnet.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.lr=3e-4 (repeatable)")
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
 
-    e = subparsers.add_parser("export", help="export AOD-Net weights to ONNX and/or safetensors",
+    e = subparsers.add_parser("export", help="export AOD-Net or HazeNet weights to ONNX and/or safetensors",
                               description="Write an ONNX graph (dynamic batch/height/width), checked "
                                           "against torch, and/or the safetensors file --weights loads.")
     e.add_argument("--weights", required=True, help="checkpoint: .safetensors or a torch state dict")

@@ -39,10 +39,10 @@ def save_state(out_dir: Path, state: dict[str, Any]) -> Path:
     return path
 
 
-def load_state(out_dir: Path) -> tuple[Weights, dict[str, Any]]:
-    """The last weights and training state of a run folder, for ``--resume``."""
+def load_state(out_dir: Path, load=load_weights) -> tuple[Weights, dict[str, Any]]:
+    """The last weights (read with ``load``) and training state of a run folder, for ``--resume``."""
     out_dir = Path(out_dir)
     if not (out_dir / STATE).is_file() or not (out_dir / LAST).is_file():
         raise ConfigError(f"nothing to resume in {out_dir}: {STATE} or {LAST} is missing")
     state = torch.load(out_dir / STATE, map_location="cpu", weights_only=True)
-    return load_weights(out_dir / LAST), state
+    return load(out_dir / LAST), state

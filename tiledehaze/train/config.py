@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
         "val_samples": 64,
         "val_patch_size": 128,
         "val_seed": 12345,
+        "max_side": 0,
         "paired": {"root": None, "val_fraction": 0.1},
     },
     "synthesis": {
@@ -75,6 +76,11 @@ DEFAULTS: dict[str, Any] = {
         "white_level": 0.98,
         "lr_factor": 0.5,
         "max_recoveries": 5,
+    },
+    "hazenet": {
+        "airlight_gain": [0.85, 1.1],
+        "airlight_tint": 0.02,
+        "t_weight": 0.1,
     },
     "log_every": 100,
 }
@@ -144,5 +150,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def config_hash(cfg: dict[str, Any]) -> str:
     """First 16 hex digits of the SHA-256 of what the run learns from (paths and threads excluded)."""
     learnt = {k: v for k, v in cfg.items() if k not in _NOT_HASHED}
+    # options added later leave the hash of configs that do not use them unchanged
+    if learnt.get("model") != "hazenet":
+        learnt.pop("hazenet", None)
+    if not (learnt.get("data") or {}).get("max_side"):
+        learnt["data"] = {k: v for k, v in learnt.get("data", {}).items() if k != "max_side"}
     blob = json.dumps(learnt, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

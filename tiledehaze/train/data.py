@@ -62,6 +62,42 @@ BUILTIN_IMAGES: dict[str, Callable[[], np.ndarray]] = {
 }
 
 
+def expand_clean(names: Sequence[str]) -> list[str]:
+    """Built-in names stay; a folder becomes the image files in it (sorted), a file stays as it is."""
+    out: list[str] = []
+    for name in names:
+        if name in BUILTIN_IMAGES:
+            out.append(name)
+        elif Path(name).is_dir():
+            out.extend(str(p) for p in image_files(Path(name)))
+        elif Path(name).is_file():
+            out.append(str(name))
+        else:
+            raise ConfigError(f"unknown clean image {name!r}: neither a built-in image "
+                              f"({', '.join(BUILTIN_IMAGES)}) nor an image file or folder")
+    return out
+
+
+@lru_cache(maxsize=None)
+def load_clean(name: str, max_side: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A built-in image or an image file, as float32 RGB in [0, 1] with its depth map in [0, 1].
+
+    Files are shrunk (area interpolation) so that their longer side is at most ``max_side``
+    (0: kept as they are); their depth is the colour-attenuation prior.
+    """
+    if name in BUILTIN_IMAGES:
+        return load_builtin(name)
+    image = read_rgb(name)
+    scale = max_side / max(image.shape[:2]) if max_side else 1.0
+    if scale < 1.0:
+        size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    depth = cap_depth(image)
+    image.setflags(write=False)
+    depth.setflags(write=False)
+    return image, depth
+
+
 @lru_cache(maxsize=None)
 def load_builtin(name: str) -> tuple[np.ndarray, np.ndarray]:
     """A bundled clean image as float32 RGB in [0, 1] and its depth map in [0, 1].
@@ -134,12 +170,17 @@ class SyntheticSource:
     patch: int
     synth: SynthConfig
     aug: AugmentConfig
+    #: also hand out the true transmission (H, W) and airlight (3,)
+    extras: bool = False
 
-    def sample(self, rng: np.random.Generator, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, rng: np.random.Generator, epoch: int) -> tuple[np.ndarray, ...]:
         image, depth = self.images[int(rng.integers(len(self.images)))]
         clear, d = patch_for_epoch([image, depth], self.patch, rng, self.aug, epoch, colour=(0,))
-        hazy, _ = synthesize(clear, rng, self.synth, depth_map=d)
-        return hazy, clear
+        if not self.extras:
+            hazy, _ = synthesize(clear, rng, self.synth, depth_map=d)
+            return hazy, clear
+        hazy, t, airlight = synthesize(clear, rng, self.synth, depth_map=d, return_airlight=True)
+        return hazy, clear, (t if t.ndim == 2 else t.mean(axis=2)), airlight
 
 
 @dataclass
@@ -149,6 +190,8 @@ class PairedSource:
     pairs: Sequence[tuple[Path, Path]]
     patch: int
     aug: AugmentConfig
+    #: also hand out an unknown transmission (-1) and the airlight estimated from the hazy patch
+    extras: bool = False
 
     def __post_init__(self) -> None:
         self._cache: dict[Path, np.ndarray] = {}
@@ -164,36 +207,39 @@ class PairedSource:
         if hazy.shape != clear.shape:  # e.g. SOTS ground truths with a border
             clear = cv2.resize(clear, hazy.shape[1::-1], interpolation=cv2.INTER_AREA)
         hazy, clear = patch_for_epoch([hazy, clear], self.patch, rng, self.aug, epoch, colour=(0, 1))
-        return hazy, clear
+        if not self.extras:
+            return hazy, clear
+        from ..models.dcp import estimate_airlight
+
+        return hazy, clear, np.full(hazy.shape[:2], -1.0, np.float32), estimate_airlight(hazy)
 
 
-def make_batch(source: Source, n: int, rng: np.random.Generator, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` samples stacked as (hazy, clear), each (n, H, W, 3) float32."""
-    pairs = [source.sample(rng, epoch) for _ in range(n)]
-    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+def make_batch(source: Source, n: int, rng: np.random.Generator, epoch: int) -> tuple[np.ndarray, ...]:
+    """``n`` samples stacked as (hazy, clear[, t, airlight]), each with a leading axis of ``n``."""
+    samples = [source.sample(rng, epoch) for _ in range(n)]
+    return tuple(np.stack(column) for column in zip(*samples))
 
 
-def fixed_set(source: Source, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def fixed_set(source: Source, n: int, seed: int) -> tuple[np.ndarray, ...]:
     """A validation set drawn once from ``seed`` with augmentation off: the same every epoch."""
     return make_batch(source, n, np.random.default_rng(seed), epoch=0)
 
 
-def build_sources(data: dict, synth: SynthConfig, aug: AugmentConfig, *, patch: int, seed: int
-                  ) -> tuple[Source, Source]:
+def build_sources(data: dict, synth: SynthConfig, aug: AugmentConfig, *, patch: int, seed: int,
+                  extras: bool = False) -> tuple[Source, Source]:
     """Training and validation sources from the ``data`` section of a training config."""
     kind = data.get("source", "synthetic")
     val_aug = AugmentConfig(from_epoch=10**9, min_brightness=aug.min_brightness, max_tries=aug.max_tries)
     if kind == "synthetic":
-        names = list(data.get("clean_images") or [])
-        val_names = list(data.get("val_images") or [])
-        unknown = [n for n in names + val_names if n not in BUILTIN_IMAGES]
-        if unknown:
-            raise ConfigError(f"unknown built-in image(s) {unknown}; choose from {', '.join(BUILTIN_IMAGES)}")
+        names = expand_clean(list(data.get("clean_images") or []))
+        val_names = expand_clean(list(data.get("val_images") or []))
         train_names = [n for n in names if n not in val_names]
         if not train_names or not val_names:
             raise ConfigError("data: need at least one training image and one validation image")
-        train = SyntheticSource([load_builtin(n) for n in train_names], patch, synth, aug)
-        val = SyntheticSource([load_builtin(n) for n in val_names], int(data["val_patch_size"]), synth, val_aug)
+        side = int(data.get("max_side") or 0)
+        train = SyntheticSource([load_clean(n, side) for n in train_names], patch, synth, aug, extras)
+        val = SyntheticSource([load_clean(n, side) for n in val_names], int(data["val_patch_size"]), synth, val_aug,
+                              extras)
         return train, val
     if kind == "paired":
         paired = data.get("paired") or {}
@@ -204,6 +250,6 @@ def build_sources(data: dict, synth: SynthConfig, aug: AugmentConfig, *, patch: 
         train_pairs, val_pairs = split_pairs(pairs, float(paired.get("val_fraction", 0.1)), seed)
         if not train_pairs or not val_pairs:
             raise ConfigError("data.paired: need at least two clear images to hold one out")
-        return (PairedSource(train_pairs, patch, aug),
-                PairedSource(val_pairs, int(data["val_patch_size"]), val_aug))
+        return (PairedSource(train_pairs, patch, aug, extras),
+                PairedSource(val_pairs, int(data["val_patch_size"]), val_aug, extras))
     raise ConfigError(f"data.source must be 'synthetic' or 'paired', not {kind!r}")

@@ -1,4 +1,9 @@
-"""Export trained weights: an ONNX graph checked against torch, and a plain safetensors file."""
+"""Export trained weights: an ONNX graph checked against torch, and a plain safetensors file.
+
+The network (AOD-Net or HazeNet) is recognised from the names of the weights. HazeNet's graph
+takes the airlight-normalised tile ``I / A`` with height and width multiples of its alignment
+and returns ``J / A`` (the engine divides and multiplies by A around it).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ import numpy as np
 
 from ..errors import ConfigError, OutputError
 from ..io.atomic import atomic_output, write_atomic
-from ..models.aodnet import Weights, load_weights, read_metadata, save_weights, to_onnx
+from ..models import aodnet, hazenet
+from ..models.aodnet import Weights, read_metadata, read_weights, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -17,20 +23,32 @@ log = logging.getLogger(__name__)
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}  # fp16 carries ~3 significant digits
 
 
-def _torch_reference(weights: Weights, x: np.ndarray) -> np.ndarray:
+def network_of(weights: dict[str, np.ndarray], source: str):
+    """The network (:class:`~tiledehaze.models.aodnet.AODNet` or :class:`~tiledehaze.models.hazenet.HazeNet`)
+    these weights belong to, recognised by their names."""
+    if "enc1.weight" in weights:
+        return hazenet.HazeNet(hazenet.check_weights(weights, source))
+    return aodnet.AODNet(aodnet.check_weights(weights, source))
+
+
+def to_onnx(weights: Weights, **options) -> bytes:
+    """The ONNX graph of the network these weights belong to (see the models' ``to_onnx``)."""
+    return (hazenet.to_onnx if "enc1.weight" in weights else aodnet.to_onnx)(weights, **options)
+
+
+def _torch_reference(network, x: np.ndarray) -> np.ndarray:
     import torch
 
-    from ..models.aodnet_torch import AODNetModule
-
     with torch.no_grad():
-        return AODNetModule.from_numpy(weights)(torch.from_numpy(x)).numpy()
+        return network.to_torch()(torch.from_numpy(x)).numpy()
 
 
-def verify_onnx(graph: bytes, weights: Weights, *, precision: str = "fp32", seed: int = 0) -> float:
+def verify_onnx(graph: bytes, network, *, precision: str = "fp32", seed: int = 0) -> float:
     """Largest |ONNX Runtime - torch| over random inputs of two different shapes.
 
-    Two batch sizes and odd heights/widths exercise the dynamic axes. Raises
-    :class:`RuntimeError` if the difference is above :data:`TOLERANCE`.
+    Two batch sizes and uneven heights/widths exercise the dynamic axes (multiples of 8 for
+    HazeNet, odd sizes for AOD-Net). Raises :class:`RuntimeError` if the difference is above
+    :data:`TOLERANCE`.
     """
     import onnxruntime as ort
 
@@ -40,10 +58,12 @@ def verify_onnx(graph: bytes, weights: Weights, *, precision: str = "fp32", seed
     rng = np.random.default_rng(seed)
     dtype = np.float16 if precision == "fp16" else np.float32
     worst = 0.0
-    for shape in ((1, 3, 37, 53), (2, 3, 64, 48)):
+    shapes = ((1, 3, 40, 56), (2, 3, 64, 48)) if isinstance(network, hazenet.HazeNet) else ((1, 3, 37, 53),
+                                                                                           (2, 3, 64, 48))
+    for shape in shapes:
         x = rng.random(shape, dtype=np.float32)
         got = session.run(None, {"hazy": x.astype(dtype)})[0].astype(np.float32)
-        ref = _torch_reference(weights, x.astype(dtype).astype(np.float32))
+        ref = _torch_reference(network, x.astype(dtype).astype(np.float32))
         if got.shape != ref.shape:
             raise RuntimeError(f"ONNX output shape {got.shape} differs from torch {ref.shape}")
         worst = max(worst, float(np.abs(got - ref).max()))
@@ -61,17 +81,18 @@ def export(weights_path: str | Path, *, onnx_path: str | Path | None = None, fp1
     """
     if onnx_path is None and safetensors_path is None:
         raise ConfigError("nothing to export: give an ONNX and/or a safetensors output path")
-    weights = load_weights(weights_path)
+    network = network_of(read_weights(Path(weights_path)), str(weights_path))
+    weights = network.weights
     for out in (onnx_path, safetensors_path):
         if out is not None and Path(out).resolve() == Path(weights_path).resolve():
             raise OutputError(f"refusing to overwrite the input weights {weights_path}")
     diffs: dict[str, float] = {}
     if onnx_path is not None:
         graph = to_onnx(weights, precision="fp32", opset=opset)
-        diffs["fp32"] = verify_onnx(graph, weights, precision="fp32")
+        diffs["fp32"] = verify_onnx(graph, network, precision="fp32")
         if fp16:
             graph = to_onnx(weights, precision="fp16", opset=opset)
-            diffs["fp16"] = verify_onnx(graph, weights, precision="fp16")
+            diffs["fp16"] = verify_onnx(graph, network, precision="fp16")
         write_atomic(onnx_path, graph)
         log.info("wrote %s (%s), max difference from torch %s", onnx_path, "fp16" if fp16 else "fp32", diffs)
     if safetensors_path is not None:

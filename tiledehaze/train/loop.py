@@ -1,4 +1,6 @@
-"""The training loop: MSE, Adam, gradient-norm clipping, validation, checkpoints and the dead-K guard.
+"""The training loop: Adam, gradient-norm clipping, validation, checkpoints and (AOD-Net) the dead-K guard.
+
+What differs between models (module, initialisation, loss, prediction) is in :mod:`.tasks`.
 
 Every epoch draws its samples from ``numpy.random.default_rng([seed, epoch])``, so a run is
 reproducible from its config alone and ``resume`` continues exactly where it stopped.
@@ -19,15 +21,14 @@ import yaml
 from ..errors import ConfigError
 from ..io.atomic import write_atomic
 from ..metrics import SSIM_SETTINGS, mean_quality
-from ..models import aodnet
-from ..models.aodnet import Weights
-from ..models.aodnet_torch import AODNetModule
 from . import checkpoint, history
 from .augment import AugmentConfig
 from .config import config_hash
 from .data import build_sources, fixed_set, make_batch
 from .guard import DeadKGuard, measure
 from .synth import SynthConfig
+from .tasks import Task, get_task, nchw
+from .tasks import aodnet_init as init_weights  # noqa: F401  (AOD-Net's initialisation, for callers)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,16 @@ class Progress(Protocol):
     def start_epoch(self, epoch: int, steps: int) -> None: ...
     def step(self, loss: float) -> None: ...
     def end_epoch(self, row: dict[str, Any]) -> None: ...
+
+
+class _NoGuard:
+    """Models without AOD-Net's dead-K failure: nothing to watch."""
+
+    recoveries = 0
+    lr_factor = 1.0
+
+    def check(self, x: torch.Tensor, where: str) -> None:
+        pass
 
 
 class _Silent:
@@ -73,23 +84,11 @@ class TrainResult:
         return self.out_dir / checkpoint.LAST
 
 
-def init_weights(seed: int, std: float = 0.02) -> Weights:
-    """The paper's initialisation, drawn from a stream of its own for this training seed."""
-    return aodnet.init_weights(std=std, rng=np.random.default_rng([seed, 0x0A0D]))
-
-
-def _nchw(batch: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-
-
 @torch.no_grad()
-def predict(model: AODNetModule, hazy: np.ndarray, batch_size: int) -> np.ndarray:
-    """Run the model over (N, H, W, 3) float32 images in batches; returns the same layout."""
+def predict(task: Task, model: torch.nn.Module, batch: tuple[np.ndarray, ...], batch_size: int) -> np.ndarray:
+    """Run the model over a validation set ((N, H, W, 3) hazy first) in batches; returns (N, H, W, 3)."""
     model.eval()
-    out = []
-    for i in range(0, len(hazy), batch_size):
-        y = model(_nchw(hazy[i:i + batch_size]))
-        out.append(y.permute(0, 2, 3, 1).numpy())
+    out = [task.predict(model, tuple(a[i:i + batch_size] for a in batch)) for i in range(0, len(batch[0]), batch_size)]
     return np.concatenate(out)
 
 
@@ -104,7 +103,7 @@ def _check_resumable(saved: dict[str, Any], cfg: dict[str, Any]) -> None:
 
 def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: bool = False,
           progress: Progress | None = None) -> TrainResult:
-    """Train AOD-Net as ``cfg`` says (see :data:`tiledehaze.train.config.DEFAULTS`).
+    """Train the model ``cfg["model"]`` as ``cfg`` says (see :data:`tiledehaze.train.config.DEFAULTS`).
 
     Writes ``best.safetensors``, ``last.safetensors``, ``last_state.pt``, ``config.yaml``,
     ``metrics.csv``, ``metrics.jsonl`` and ``curves.png`` to ``out_dir`` (default
@@ -113,8 +112,7 @@ def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: boo
     progress = progress or _Silent()
     out = Path(out_dir or cfg["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    if cfg["loss"] != "mse" or cfg["optim"]["name"] != "adam" or cfg["model"] != "aodnet":
-        raise ConfigError("this trainer supports model 'aodnet', loss 'mse' and optim 'adam'")
+    task = get_task(cfg)
     if cfg["optim"].get("schedule", "constant") not in ("constant", "cosine"):
         raise ConfigError("optim.schedule must be 'constant' or 'cosine'")
     seed = int(cfg["seed"])
@@ -125,24 +123,25 @@ def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: boo
     synth = SynthConfig.from_dict(cfg["synthesis"])
     aug = AugmentConfig.from_dict(cfg["augment"])
     patch = int(cfg["patch_size"])
-    train_src, val_src = build_sources(cfg["data"], synth, aug, patch=patch, seed=seed)
-    val_hazy, val_clear = fixed_set(val_src, int(cfg["data"]["val_samples"]), int(cfg["data"]["val_seed"]))
+    train_src, val_src = build_sources(cfg["data"], synth, aug, patch=patch, seed=seed, extras=task.extras)
+    val_set = fixed_set(val_src, int(cfg["data"]["val_samples"]), int(cfg["data"]["val_seed"]))
+    val_hazy, val_clear = val_set[:2]
     hazy_psnr, hazy_ssim = mean_quality(val_clear, val_hazy)
-    val_x = _nchw(val_hazy)
+    val_x = nchw(val_hazy)
 
     opt_cfg = cfg["optim"]
-    model = AODNetModule().to(memory_format=torch.channels_last)
+    model = task.module().to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=float(opt_cfg["lr"]),
                                  weight_decay=float(opt_cfg["weight_decay"]))
     g = cfg["guard"]
     guard = DeadKGuard(model, optimizer, min_alive=float(g["min_alive_fraction"]),
                        white_level=float(g["white_level"]), lr_factor=float(g["lr_factor"]),
                        init_std=float(cfg["init_std"]), max_recoveries=int(g["max_recoveries"]),
-                       generator=torch.Generator().manual_seed(seed))
+                       generator=torch.Generator().manual_seed(seed)) if task.guard else _NoGuard()
 
     start, best_psnr, best_ssim, best_epoch, rows = 1, -np.inf, 0.0, 0, []
     if resume:
-        weights, state = checkpoint.load_state(out)
+        weights, state = checkpoint.load_state(out, task.load)
         _check_resumable(yaml.safe_load(state["config"]), cfg)
         model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
         optimizer.load_state_dict(state["optimizer"])
@@ -154,7 +153,7 @@ def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: boo
     else:
         for name in ("metrics.csv", "metrics.jsonl"):
             (out / name).unlink(missing_ok=True)
-        model.load_state_dict({k: torch.from_numpy(v) for k, v in init_weights(seed, float(cfg["init_std"])).items()})
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in task.init(seed, cfg).items()})
     write_atomic(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     guard.check(val_x, "before training" if start == 1 else f"after resuming at epoch {start}")
 
@@ -179,10 +178,7 @@ def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: boo
                 lr = base_lr * guard.lr_factor ** guard.recoveries * 0.5 * (1.0 + np.cos(np.pi * done / total_steps))
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-            hazy, clear = make_batch(train_src, bs, rng, epoch)
-            x, target = _nchw(hazy), _nchw(clear)
-            y = model(x)
-            loss = torch.mean((y - target) ** 2)
+            loss, x = task.loss(model, make_batch(train_src, bs, rng, epoch), cfg, rng)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -197,17 +193,17 @@ def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: boo
 
         # validation (the guard looks at the fixed validation batch too)
         guard.check(val_x, f"after epoch {epoch}")
-        pred = predict(model, val_hazy, int(cfg["val_batch_size"]))
+        pred = predict(task, model, val_set, int(cfg["val_batch_size"]))
         val_loss = float(np.mean((pred - val_clear) ** 2))
         val_psnr, val_ssim = mean_quality(val_clear, pred)
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
                "val_psnr": val_psnr, "val_ssim": val_ssim, "hazy_psnr": hazy_psnr, "hazy_ssim": hazy_ssim,
-               "k_alive": measure(model, val_x).k_alive, "lr": optimizer.param_groups[0]["lr"],
+               "k_alive": measure(model, val_x).k_alive if task.guard else 1.0, "lr": optimizer.param_groups[0]["lr"],
                "recoveries": guard.recoveries, "seconds": round(time.perf_counter() - t0, 2)}
         meta = {"config_hash": chash, "seed": str(seed), "epoch": str(epoch),
                 "val_psnr": f"{val_psnr:.4f}", "val_ssim": f"{val_ssim:.4f}",
                 "hazy_psnr": f"{hazy_psnr:.4f}", "hazy_ssim": f"{hazy_ssim:.4f}",
-                "ssim_settings": SSIM_SETTINGS, "format": "tiledehaze-aodnet-1"}
+                "ssim_settings": SSIM_SETTINGS, "format": task.format}
         weights = model.to_numpy()
         if val_psnr > best_psnr:
             best_psnr, best_ssim, best_epoch = val_psnr, val_ssim, epoch
@@ -221,7 +217,7 @@ def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: boo
         rows.append(row)
         history.plot(out, rows)
         progress.end_epoch(row)
-        log.info("epoch %d: train MSE %.5f, validation %.2f dB / SSIM %.4f (hazy %.2f dB), K alive %.0f%%, %.0f s",
+        log.info("epoch %d: train loss %.5f, validation %.2f dB / SSIM %.4f (hazy %.2f dB), K alive %.0f%%, %.0f s",
                  epoch, row["train_loss"], val_psnr, val_ssim, hazy_psnr, 100 * row["k_alive"], row["seconds"])
 
     return TrainResult(out, best_epoch, float(best_psnr), float(best_ssim), hazy_psnr, hazy_ssim, chash, rows)

@@ -270,11 +270,13 @@ def airlight_field(shape: tuple[int, int], airlight: np.ndarray, gradient: float
 
 
 def synthesize(clear: np.ndarray, rng: np.random.Generator, cfg: SynthConfig | None = None, *,
-               depth_map: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Make a hazy version of ``clear`` (float RGB in [0, 1]); returns (hazy, t).
+               depth_map: np.ndarray | None = None, return_airlight: bool = False):
+    """Make a hazy version of ``clear`` (float RGB in [0, 1]); returns (hazy, t) or (hazy, t, A).
 
     ``depth_map`` (H, W, in [0, 1]) is the image's own depth, e.g. a crop of
     :func:`cap_depth` or :func:`disparity_depth`; without it a procedural field is drawn.
+    With ``return_airlight`` the atmospheric light (3,) is returned too (the mean over the
+    patch where it varies across the scene).
     """
     cfg = cfg or SynthConfig()
     p = draw_params(rng, cfg, has_map=depth_map is not None)
@@ -294,4 +296,8 @@ def synthesize(clear: np.ndarray, rng: np.random.Generator, cfg: SynthConfig | N
     if cfg.airlight_gradient > 0:
         airlight = _scene_window(airlight_field(shape, p.airlight, cfg.airlight_gradient, rng), scale, rng)
     beta = p.beta if p.angstrom == 0.0 else p.channel_beta()
-    return add_haze(clear, depth * p.depth_max, beta=beta, airlight=airlight)
+    hazy, t = add_haze(clear, depth * p.depth_max, beta=beta, airlight=airlight)
+    if not return_airlight:
+        return hazy, t
+    mean_airlight = airlight.reshape(-1, 3).mean(axis=0) if airlight.ndim == 3 else airlight
+    return hazy, t, mean_airlight.astype(np.float32)
