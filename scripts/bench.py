@@ -3,13 +3,15 @@
 1. Model only, one 1x3x1024x1024 tile: plain PyTorch eager NCHW (the baseline), the torch
    backend (channels_last) and the ONNX Runtime backend (the default on CPU).
 2. End to end: `tiledehaze process` (a fresh process, as a user runs it) on a large RGB uint8
-   TIFF, against the model-only throughput on the same number of pixels.
+   TIFF, against the model-only throughput on the same number of pixels; with ``--models``
+   several models, their runs interleaved (HazeNet, AOD-Net and DCP side by side).
 3. The naive way: the whole image in one torch forward (time and peak RSS).
 
 Every figure is the median of several runs.
 
     python scripts/bench.py [--size 8192] [--runs 5] [--e2e-runs 3] [--naive-runs 3]
     python scripts/bench.py --compare-with ../other-checkout   # end to end against another version
+    python scripts/bench.py --size 8192 --naive-runs 0 --compression none --models hazenet aodnet dcp
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ def main() -> None:
                     help="input/output TIFF compressions to measure end to end")
     ap.add_argument("--compare-with", type=Path, metavar="DIR",
                     help="also run 'tiledehaze process' from the package in DIR (another checkout), interleaved")
+    ap.add_argument("--models", nargs="+", default=["aodnet"],
+                    help="models to run end to end, interleaved (model-only figures are AOD-Net's)")
     args = ap.parse_args()
 
     print(f"machine: {machine()}; {args.threads} inference threads\n")
@@ -88,38 +92,39 @@ def main() -> None:
 
     mp = args.size * args.size / 1e6
     print(f"\n## End to end, {args.size}x{args.size} RGB uint8 TIFF ({mp:.0f} MP)\n")
-    print("| run | wall s (median) | MP/s | vs model-only | peak RSS MB |\n|---|---|---|---|---|")
+    print("| run | wall s (median) | MP/s | vs AOD-Net model-only | peak RSS MB |\n|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for comp in args.compression:
             src = write_large_tiff(Path(tmp) / f"in_{comp}.tif", args.size, args.size,
                                    compression=None if comp == "none" else comp)
             dst = Path(tmp) / "out.tif"
-            cmd = [sys.executable, "-m", "tiledehaze.cli", "process", str(src), "-o", str(dst),
-                   "--overwrite", "--no-progress", "--threads", str(args.threads)]
             trees = {"": None} if args.compare_with is None else {
                 " (this tree)": dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])),
                 f" ({args.compare_with.name})": dict(os.environ, PYTHONPATH=str(args.compare_with.resolve()))}
-            measured = {label: ([], []) for label in trees}
-            for _ in range(args.e2e_runs):  # interleaved, so that both trees see the same machine
-                for label, env in trees.items():
-                    w, r, _ = run_measured(cmd, env=env)
+            runs = [(f"--model {name}{label}", env, name) for name in args.models for label, env in trees.items()]
+            measured: dict[str, tuple[list[float], list[float]]] = {label: ([], []) for label, _, _ in runs}
+            for _ in range(args.e2e_runs):  # interleaved, so that a busy moment hits every run alike
+                for label, env, name in runs:
+                    w, r, _ = run_measured([sys.executable, "-m", "tiledehaze.cli", "process", str(src), "-o",
+                                            str(dst), "--overwrite", "--no-progress", "--threads",
+                                            str(args.threads), "--model", name], env=env)
                     measured[label][0].append(w)
                     measured[label][1].append(r)
             for label, (walls, rss) in measured.items():
                 wall = statistics.median(walls)
-                print(f"| tiledehaze process, {comp}{label} | {wall:.1f} | {mp / wall:.2f} | "
+                print(f"| tiledehaze process {label}, {comp} | {wall:.1f} | {mp / wall:.2f} | "
                       f"{mp / wall / default_mps:.2f}x | {statistics.median(rss):.0f} |", flush=True)
             if comp == args.compression[0] and args.naive_runs:
                 script = Path(tmp) / "naive.py"
                 script.write_text(NAIVE.format(threads=args.threads))
-                walls, rss = [], []
+                naive_walls, naive_rss = [], []
                 for _ in range(args.naive_runs):
                     w, r, _ = run_measured([sys.executable, str(script), str(src), str(dst)])
-                    walls.append(w)
-                    rss.append(r)
-                naive = statistics.median(walls)
+                    naive_walls.append(w)
+                    naive_rss.append(r)
+                naive = statistics.median(naive_walls)
                 print(f"| naive: whole image in one torch forward | {naive:.1f} | {mp / naive:.2f} | "
-                      f"{mp / naive / default_mps:.2f}x | {statistics.median(rss):.0f} |", flush=True)
+                      f"{mp / naive / default_mps:.2f}x | {statistics.median(naive_rss):.0f} |", flush=True)
             src.unlink()
 
 

@@ -29,7 +29,8 @@ from .dataset import clear_candidates, find_clear, image_files, images_by_stem, 
 from .errors import ConfigError, InputError, OutputError
 from .io.atomic import atomic_output, write_atomic
 from .models import Model, create_model
-from .metrics import HAZE_PATCH, PSNR_SETTINGS, SSIM_SETTINGS, call_text, haze_score, mean_b_star, psnr, ssim
+from .metrics import (BLOCK, HAZE_PATCH, PSNR_SETTINGS, SMOOTH_STD, SSIM_SETTINGS, block_gain, call_text, haze_score,
+                      mean_b_star, psnr, ssim)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ METRIC_SETTINGS: dict[str, Any] = {
     "haze_score": f"mean dark channel (min over RGB, {HAZE_PATCH}x{HAZE_PATCH} min filter), lower = less haze",
     "yellow_shift": ("mean CIELAB b* of the output minus that of the hazy input (OpenCV float Lab); "
                      "> 0 = yellower, < 0 = bluer; dehazing may raise it by revealing colour, a cast raises it everywhere"),
+    "block_gain": (f"energy of the RGB steps across {BLOCK}x{BLOCK} block boundaries (where JPEG blocks meet) in "
+                   f"smooth regions of the input (local grey standard deviation below {SMOOTH_STD}), output over input: "
+                   "how much a model amplifies compression blocks and banding (1 = as the input)"),
     "time": "wall-clock seconds of tiledehaze.restore (tiled, default tile 1024), model already created",
 }
 
@@ -64,6 +68,7 @@ class Result:
     haze_after: float
     seconds: float | None
     yellow_shift: float = 0.0
+    block_gain: float | None = None
 
 
 @dataclass
@@ -78,7 +83,8 @@ class Report:
         for model in ["input", *self.models]:
             rows = [r for r in self.results if r.model == model]
             out[model] = {key: _mean([getattr(r, key) for r in rows])
-                          for key in ("psnr", "ssim", "haze_before", "haze_after", "yellow_shift", "seconds")}
+                          for key in ("psnr", "ssim", "haze_before", "haze_after", "yellow_shift", "block_gain",
+                                      "seconds")}
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -86,17 +92,19 @@ class Report:
                         "results": [asdict(r) for r in self.results]})
 
     def to_markdown(self) -> str:
-        lines = ["| image | model | PSNR dB | SSIM | haze before | haze after | yellow shift | time s |",
-                 "|---|---|---|---|---|---|---|---|"]
+        lines = ["| image | model | PSNR dB | SSIM | haze before | haze after | yellow shift | block gain | time s |",
+                 "|---|---|---|---|---|---|---|---|---|"]
         for r in self.results:
             lines.append(f"| {r.image} | {r.model} | {_fmt(r.psnr, 2)} | {_fmt(r.ssim, 3)} | {r.haze_before:.3f} | "
-                         f"{r.haze_after:.3f} | {r.yellow_shift:+.1f} | {_fmt(r.seconds, 2)} |")
+                         f"{r.haze_after:.3f} | {r.yellow_shift:+.1f} | {_fmt(r.block_gain, 2)} | "
+                         f"{_fmt(r.seconds, 2)} |")
         lines += ["", "Mean over images:", "",
-                  "| model | PSNR dB | SSIM | haze before | haze after | yellow shift | time s |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| model | PSNR dB | SSIM | haze before | haze after | yellow shift | block gain | time s |",
+                  "|---|---|---|---|---|---|---|---|"]
         for model, m in self.summary().items():
             lines.append(f"| {model} | {_fmt(m['psnr'], 2)} | {_fmt(m['ssim'], 3)} | {_fmt(m['haze_before'], 3)} | "
-                         f"{_fmt(m['haze_after'], 3)} | {m['yellow_shift']:+.1f} | {_fmt(m['seconds'], 2)} |")
+                         f"{_fmt(m['haze_after'], 3)} | {m['yellow_shift']:+.1f} | {_fmt(m['block_gain'], 2)} | "
+                         f"{_fmt(m['seconds'], 2)} |")
         lines += ["", "Settings:", ""] + [f"- {k}: {v}" for k, v in self.settings.items()]
         return "\n".join(lines) + "\n"
 
@@ -235,7 +243,8 @@ def evaluate(hazy_dir: str | Path, clear_dir: str | Path | None = None, *, model
             seconds = time.perf_counter() - start
             results.append(Result(pair.name, name, psnr(clear, restored) if clear is not None else None,
                                   ssim(clear, restored) if clear is not None else None, before,
-                                  haze_score(restored), seconds, mean_b_star(restored) - hazy_b))
+                                  haze_score(restored), seconds, mean_b_star(restored) - hazy_b,
+                                  block_gain(hazy, restored)))
             panels.append((name, restored))
             log.info("%s %s: %.2fs", pair.name, name, seconds)
         if clear is not None:

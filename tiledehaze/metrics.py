@@ -65,3 +65,38 @@ def mean_b_star(image: np.ndarray) -> float:
 def call_text(function: str, settings: dict) -> str:
     """``function(key=value, ...)``: how a report says which settings a metric used."""
     return f"{function}({', '.join(f'{k}={v}' for k, v in settings.items())})"
+
+
+#: block size of JPEG-style compression, and the grey standard deviation below which a region is smooth
+BLOCK = 8
+SMOOTH_STD = 0.02
+
+
+def _boundary_steps(image: np.ndarray, mask_h: np.ndarray, mask_v: np.ndarray) -> np.ndarray:
+    """RGB steps across the block boundaries selected by the masks (columns, then rows)."""
+    dh = image[:, BLOCK::BLOCK] - image[:, BLOCK - 1:-1:BLOCK]
+    dv = image[BLOCK::BLOCK] - image[BLOCK - 1:-1:BLOCK]
+    return np.concatenate([dh[mask_h].ravel(), dv[mask_v].ravel()])
+
+
+def block_gain(hazy: np.ndarray, restored: np.ndarray) -> float | None:
+    """Energy of the steps across 8x8 block boundaries in smooth regions, output over input.
+
+    Smooth regions (skies, walls) are where the input's local grey standard deviation (9x9) is
+    below :data:`SMOOTH_STD`; there, steps at block boundaries are compression artefacts, and a
+    model that amplifies them draws blocks and bands. ``None`` where the input has no smooth
+    region or no steps there.
+    """
+    import cv2
+
+    grey = cv2.cvtColor(np.ascontiguousarray(hazy, np.float32), cv2.COLOR_RGB2GRAY)
+    mean = cv2.blur(grey, (9, 9))
+    std = np.sqrt(np.maximum(cv2.blur(grey * grey, (9, 9)) - mean * mean, 0.0))
+    smooth = std < SMOOTH_STD
+    mask_h = smooth[:, BLOCK::BLOCK] & smooth[:, BLOCK - 1:-1:BLOCK]
+    mask_v = smooth[BLOCK::BLOCK] & smooth[BLOCK - 1:-1:BLOCK]
+    before = _boundary_steps(hazy, mask_h, mask_v)
+    energy = float(np.mean(before.astype(np.float64) ** 2)) if before.size else 0.0
+    if energy <= 1e-12:
+        return None
+    return float(np.mean(_boundary_steps(restored, mask_h, mask_v).astype(np.float64) ** 2)) / energy
