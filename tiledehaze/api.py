@@ -35,13 +35,13 @@ def load_model(options: RunOptions) -> Model:
     return _cached_model(options.replace(overlap=None))  # the overlap is the plan's, not the model's
 
 
-def get_model(model: str | Model = "aodnet", *, weights: str | os.PathLike | None = None,
+def get_model(model: str | Model | None = None, *, weights: str | os.PathLike | None = None,
               backend: str = "auto", threads: int | None = None, **options) -> Model:
     """A ready model; models built from names are cached, so repeated calls are cheap."""
     return load_model(RunOptions.create(model=model, weights=weights, backend=backend, threads=threads, **options))
 
 
-def restore(image: np.ndarray, *, model: str | Model = "aodnet", tile: int | None = 1024,
+def restore(image: np.ndarray, *, model: str | Model | None = None, tile: int | None = 1024,
             overlap: int | None = None, backend: str = "auto", weights: str | os.PathLike | None = None,
             threads: int | None = None, batch: int | None = None, precision: str | None = None,
             device: str | None = None, progress: Progress | None = None, options: RunOptions | None = None,
@@ -54,7 +54,8 @@ def restore(image: np.ndarray, *, model: str | Model = "aodnet", tile: int | Non
         (H, W) gray, or (H, W, C) with C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA), in
         RGB channel order; uint8, uint16, float32 or float64 (floats in [0, 1]).
     model : str or Model
-        A registered model name (``"aodnet"``, ``"dcp"``) or a model from :func:`get_model`.
+        A registered model name (``"hazenet"``, ``"aodnet"``, ``"dcp"``) or a model from
+        :func:`get_model`. Default: the network ``weights`` belong to, or ``"hazenet"``.
     tile : int or None
         Largest tile side in pixels; ``None`` runs the whole image in one pass.
     overlap : int or None
@@ -129,7 +130,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def process_file(src: str | os.PathLike, dst: str | os.PathLike | None = None, *,
-                 model: str | Model = "aodnet", tile: int | None = 1024, overlap: int | None = None,
+                 model: str | Model | None = None, tile: int | None = 1024, overlap: int | None = None,
                  backend: str = "auto", weights: str | os.PathLike | None = None,
                  threads: int | None = None, batch: int | None = None, precision: str | None = None,
                  device: str | None = None, compression: str | None = "keep", quality: int = 95,

@@ -33,7 +33,8 @@ class RunOptions:
     ``(name, value)`` pairs, so that the object is hashable and can key a model cache.
     """
 
-    model: str | Model = "aodnet"
+    #: ``None``: the network ``weights`` belong to, else the default model (see :func:`~tiledehaze.models.resolve_model`)
+    model: str | Model | None = None
     weights: str | None = None
     tile: int | None = 1024
     overlap: int | None = None
@@ -55,6 +56,10 @@ class RunOptions:
     def __post_init__(self) -> None:
         if self.weights is not None:  # absolute, so that workers elsewhere find the same file
             object.__setattr__(self, "weights", str(Path(self.weights).resolve()))
+        if self.model is None:
+            from .models import resolve_model
+
+            object.__setattr__(self, "model", resolve_model(None, self.weights))
         object.__setattr__(self, "model_options", tuple(sorted(dict(self.model_options).items())))
         self._check()
 
@@ -81,13 +86,14 @@ class RunOptions:
 
     def fingerprint_key(self) -> dict[str, Any]:
         """The options that change the output, as JSON-ready values (weights by content)."""
-        from .models.aodnet import DEFAULT_WEIGHTS
+        from .models import list_models
 
         extra = dict(self.model_options)
         if self.precision is not None:
             extra["precision"] = self.precision
         model = self.model if isinstance(self.model, str) else self.model.describe()
-        return {"model": model, "weights": _weights_digest(self.weights, DEFAULT_WEIGHTS),
+        default = next((e.default_weights for e in list_models() if e.name == model), None)
+        return {"model": model, "weights": _weights_digest(self.weights, default),
                 "tile": self.tile, "overlap": self.overlap,
                 "options": [[k, v] for k, v in sorted(extra.items()) if k not in RUN_ONLY]}
 
@@ -114,8 +120,8 @@ def resolve(options: RunOptions | None, given: Mapping[str, Any], model_options:
     its default), else built from the keywords."""
     if options is None:
         return RunOptions.create(**given, **model_options)
-    defaults = RunOptions()
-    changed = [k for k, v in given.items() if v != getattr(defaults, k)] + list(model_options)
+    defaults = {f.name: f.default for f in dataclasses.fields(RunOptions)}
+    changed = [k for k, v in given.items() if v != defaults[k]] + list(model_options)
     if changed:
         raise ConfigError(f"pass either options= or {changed[0]}=, not both")
     return options
@@ -138,8 +144,10 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _weights_digest(weights: str | None, default: Path) -> str:
+def _weights_digest(weights: str | None, default: Path | None) -> str:
     path = Path(weights) if weights is not None else default
+    if path is None:
+        return "none"
     try:
         return file_digest(path)
     except OSError:

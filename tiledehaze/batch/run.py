@@ -51,7 +51,7 @@ def run_job(job: Job, settings: Settings, threads: int | None = None) -> JobResu
 
 
 def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, *,
-                  model: str = "aodnet", weights: str | os.PathLike | None = None, backend: str = "auto",
+                  model: str | None = None, weights: str | os.PathLike | None = None, backend: str = "auto",
                   tile: int | None = 1024, overlap: int | None = None, batch: int | None = None,
                   precision: str | None = None, device: str | None = None,
                   compression: str | None = "keep", quality: int = 95, max_pixels: int | None = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import __version__
 from ..backends import available_backends
-from ..models import list_models
+from ..models import DEFAULT_MODEL, list_models
 
 
 def register(sub) -> None:
@@ -16,7 +16,8 @@ def run(args) -> int:
     print(f"tiledehaze {__version__}")
     print("models:")
     for entry in list_models():
-        print(f"  {entry.name:12s} {entry.description}")
+        mark = " (default)" if entry.name == DEFAULT_MODEL else ""
+        print(f"  {entry.name:12s} {entry.description}{mark}")
     print("backends (auto picks the first usable):")
     for info in available_backends():
         state = "usable" if info.unavailable is None else f"unavailable: {info.unavailable}"

@@ -9,6 +9,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from ..api import default_output, process_file
+from ..models import DEFAULT_MODEL
 from ..batch import FORMAT_EXTENSIONS, REPORT_NAME, process_batch
 from ..errors import ConfigError
 from ..io import EXTENSIONS
@@ -40,8 +41,10 @@ and the exit status is 1 when any file failed.
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that runs a model."""
-    p.add_argument("--model", default="aodnet", help="model name (default: aodnet; see 'tiledehaze info')")
-    p.add_argument("--weights", type=Path, help="AOD-Net weights (.safetensors or torch state dict) instead of the shipped ones")
+    p.add_argument("--model", help=f"model name (default: the network of --weights, else {DEFAULT_MODEL}; "
+                                   "see 'tiledehaze info')")
+    p.add_argument("--weights", type=Path, help="weights (.safetensors, or an AOD-Net torch state dict) instead of "
+                                                "the shipped ones")
     p.add_argument("--backend", default="auto",
                    help="auto, tensorrt, torch-cuda, onnxruntime-cuda, onnxruntime, torch or onnxruntime-tensorrt "
                         "(default: auto, the fastest usable; see 'tiledehaze info')")

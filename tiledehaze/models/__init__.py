@@ -25,6 +25,8 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+#: what ``tiledehaze process`` and :func:`tiledehaze.restore` use without a model name
+DEFAULT_MODEL = "hazenet"
 
 
 def register_model(entry: ModelEntry) -> None:
@@ -49,8 +51,33 @@ def build_model(options: RunOptions) -> Model:
     return model_entry(options.model).factory(options)
 
 
-def create_model(name: str = "aodnet", **options) -> Model:
-    """Create a registered model from keyword options (weights, backend, threads, the model's own...)."""
+def resolve_model(name: str | None, weights: str | Path | None = None) -> str:
+    """The model to run: ``name`` if given, else the network ``weights`` belong to, else :data:`DEFAULT_MODEL`.
+
+    So ``--weights aodnet.safetensors`` alone runs AOD-Net, as it did before HazeNet became the default.
+    """
+    if name is not None:
+        return name
+    if weights is None:
+        return DEFAULT_MODEL
+    path = Path(weights)
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                keys = set(f.keys())
+        except Exception:  # unreadable: the default model's loader reports it in one line
+            return DEFAULT_MODEL
+        return "hazenet" if "enc1.weight" in keys else "aodnet" if "conv1.weight" in keys else DEFAULT_MODEL
+    return "aodnet" if path.suffix in (".pt", ".pth") else DEFAULT_MODEL  # torch state dicts: AOD-Net's format
+
+
+def create_model(name: str | None = None, **options) -> Model:
+    """Create a registered model from keyword options (weights, backend, threads, the model's own...).
+
+    Without a name, the model is the one the ``weights`` option belongs to, or :data:`DEFAULT_MODEL`.
+    """
     if isinstance(name, Model):
         return name
     return build_model(RunOptions.create(model=name, **options))
@@ -70,6 +97,21 @@ from .aodnet import DEFAULT_WEIGHTS  # noqa: E402
 register_model(ModelEntry("aodnet", _aodnet, "AOD-Net (Li et al. 2017), 1,761 parameters", DEFAULT_WEIGHTS))
 
 
+def _hazenet(options: RunOptions) -> Model:
+    from ..backends import check_backend, create_backend
+    from .hazenet import HazeNet, HazeNetModel, load_weights
+
+    check_backend(options.backend)
+    network = HazeNet(load_weights(options.weights))
+    return HazeNetModel(create_backend(options.backend, network, options))
+
+
+from . import hazenet as _hz  # noqa: E402
+
+register_model(ModelEntry("hazenet", _hazenet, f"HazeNet: airlight-normalised transmission U-Net, "
+                          f"{_hz.parameter_count():,} parameters", _hz.DEFAULT_WEIGHTS))
+
+
 def _dcp(options: RunOptions) -> Model:
     """Dark Channel Prior; it runs on numpy and OpenCV, so the backend options do not apply."""
     from .dcp import DCPModel
@@ -80,4 +122,5 @@ def _dcp(options: RunOptions) -> Model:
 register_model(ModelEntry("dcp", _dcp, "Dark Channel Prior (He et al. 2009), guided-filter refinement, no weights",
                           options=("patch", "omega", "t0", "top_fraction", "guided_radius", "guided_eps")))
 
-__all__ = ["Model", "ModelEntry", "build_model", "create_model", "list_models", "model_entry", "register_model"]
+__all__ = ["DEFAULT_MODEL", "Model", "ModelEntry", "build_model", "create_model", "list_models", "model_entry", "register_model",
+           "resolve_model"]
