@@ -13,7 +13,7 @@ from tiledehaze.models.hazenet_torch import HazeNetModule
 from tiledehaze.plan import TilePlan
 from tiledehaze.train import config_hash, load_config
 from tiledehaze.train.export import export
-from tiledehaze.train.metrics import psnr
+from tiledehaze.metrics import psnr
 
 from .images import hazy_photo
 
@@ -122,9 +122,9 @@ def test_shipped_weights_beat_dcp_on_light_haze_over_a_generated_scene():
         depth = camera_depth(*clear.shape[:2], np.random.default_rng(seed))
         t = np.exp(np.log(0.6) * depth / depth.max())[..., None]
         hazy = (np.round(np.clip(clear * t + 0.85 * (1 - t), 0, 1) * 255) / 255).astype(np.float32)
-        scores["input"].append(psnr(hazy, clear))
+        scores["input"].append(psnr(clear, hazy))
         for name in ("dcp", "hazenet"):
-            scores[name].append(psnr(restore(hazy, model=name), clear))
+            scores[name].append(psnr(clear, restore(hazy, model=name)))
     assert np.mean(scores["hazenet"]) > np.mean(scores["dcp"]) + 1.0
     assert np.mean(scores["hazenet"]) > np.mean(scores["input"]) + 3.0
 
