@@ -135,3 +135,14 @@ def test_default_model_is_hazenet_and_weights_alone_choose_their_network(weights
     assert create_model(weights=hazenet_weights).name == "hazenet"
     with pytest.raises(ConfigError, match="not HazeNet weights"):
         create_model("hazenet", weights=weights_path)
+
+
+def test_train_command_trains_hazenet_from_its_config_keys(tiny_config, tmp_path):
+    from tiledehaze.models.aodnet import read_metadata
+    from tiledehaze.train import train
+
+    cfg = tiny_config("model=hazenet", "loss=l1", "patch_size=32", "data.val_patch_size=32", "num_epochs=1")
+    result = train(cfg, out_dir=tmp_path)
+    assert read_metadata(result.last_weights)["format"] == "tiledehaze-hazenet-1"
+    assert create_model(weights=result.last_weights).name == "hazenet"  # the file says which network it is
+    assert np.isfinite(result.history[-1]["val_psnr"])
