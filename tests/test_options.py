@@ -8,6 +8,7 @@ import pytest
 import tiledehaze
 from tiledehaze.backends import base
 from tiledehaze.errors import ConfigError
+from tiledehaze.models import DEFAULT_MODEL
 from tiledehaze.options import RunOptions
 
 
@@ -17,18 +18,18 @@ def test_a_misspelt_option_is_refused_in_one_line_naming_the_valid_ones():
         tiledehaze.restore(image, precison="fp16")
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith("unknown option 'precison' for model 'aodnet'; valid options: ")
+    assert message.startswith(f"unknown option 'precison' for model '{DEFAULT_MODEL}'; valid options: ")
     assert "precision" in message and "device" in message and "tile" in message
 
 
 def test_model_options_are_checked_against_the_model_that_takes_them(tmp_path):
-    with pytest.raises(ConfigError, match="unknown option 'patch' for model 'aodnet'"):
+    with pytest.raises(ConfigError, match=f"unknown option 'patch' for model '{DEFAULT_MODEL}'"):
         tiledehaze.process_file(tmp_path / "missing.png", tmp_path / "o.png", patch=9)
     with pytest.raises(ConfigError, match="unknown option 'radius' for model 'dcp'; valid options: .*guided_radius"):
         tiledehaze.create_model("dcp", radius=3)
     with pytest.raises(ConfigError, match="unknown option 'radius' for model 'dcp'"):
         RunOptions(model="dcp", model_options=(("radius", 3),))
-    with pytest.raises(ConfigError, match="unknown model 'dpc'; choose from aodnet, dcp"):
+    with pytest.raises(ConfigError, match="unknown model 'dpc'; choose from aodnet, hazenet, dcp"):
         RunOptions(model="dpc")
     assert RunOptions.create(model="dcp", patch=9).model_kwargs == {"patch": 9}
 
@@ -68,7 +69,7 @@ def test_the_plans_tile_and_batch_reach_the_backend(monkeypatch, tmp_path):
 
     monkeypatch.setitem(base._FACTORIES, "torch", Recorder)
     image = np.full((40, 40, 3), 100, np.uint8)
-    out = tiledehaze.restore(image, backend="torch", tile=32, overlap=22, batch=3, precision="fp32",
+    out = tiledehaze.restore(image, model="aodnet", backend="torch", tile=32, overlap=22, batch=3, precision="fp32",
                              device="cpu", threads=1)
     assert out.shape == image.shape
     assert seen == {"tile": 32, "batch": 3, "precision": "fp32", "device": "cpu", "threads": 1}
