@@ -6,7 +6,7 @@ import torch
 
 from tiledehaze import restore
 from tiledehaze.errors import ConfigError
-from tiledehaze.models import create_model, list_models
+from tiledehaze.models import DEFAULT_MODEL, create_model, list_models
 from tiledehaze.models.aodnet import save_weights
 from tiledehaze.models.hazenet import ALIGN, DEFAULT_WEIGHTS, HALO, HazeNet, init_weights, load_weights
 from tiledehaze.models.hazenet_torch import HazeNetModule
@@ -129,10 +129,10 @@ def test_shipped_weights_beat_dcp_on_light_haze_over_a_generated_scene():
     assert np.mean(scores["hazenet"]) > np.mean(scores["input"]) + 3.0
 
 
-def test_default_model_is_hazenet_and_weights_alone_choose_their_network(weights_path, hazenet_weights):
-    assert create_model().name == "hazenet"
-    assert create_model(weights=weights_path).name == "aodnet"  # AOD-Net weights run AOD-Net, as before
-    assert create_model(weights=hazenet_weights).name == "hazenet"
+def test_weights_alone_choose_their_network(weights_path, hazenet_weights):
+    assert create_model().name == DEFAULT_MODEL
+    assert create_model(weights=weights_path).name == "aodnet"
+    assert create_model(weights=hazenet_weights).name == "hazenet"  # no --model needed for HazeNet weights
     with pytest.raises(ConfigError, match="not HazeNet weights"):
         create_model("hazenet", weights=weights_path)
 
