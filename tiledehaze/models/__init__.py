@@ -102,7 +102,7 @@ def _hazenet(options: RunOptions) -> Model:
     from .hazenet import HazeNet, HazeNetModel, load_weights
 
     check_backend(options.backend)
-    network = HazeNet(load_weights(options.weights))
+    network = HazeNet(load_weights(options.weights), output="t")
     return HazeNetModel(create_backend(options.backend, network, options))
 
 

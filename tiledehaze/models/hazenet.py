@@ -59,8 +59,13 @@ DARK_PATCH = 15
 T_MIN = 0.05
 #: tile origins must lie on multiples of this (space-to-depth, then two stride-2 levels)
 ALIGN = 8
-#: receptive-field radius in pixels (measured by perturbation, see the tests, then rounded up)
-HALO = 96
+#: receptive-field radius of the network in pixels (measured by perturbation, see the tests, then rounded up)
+NET_HALO = 96
+#: radius of the guided filter that refines t in the engine (grey guide, as DCP refines its t)
+GUIDED_RADIUS = 32
+GUIDED_EPS = 1e-3
+#: receptive-field radius of the whole model: the network, then the guided filter's two box passes
+HALO = NET_HALO + 2 * GUIDED_RADIUS
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "hazenet.safetensors"
 FORMAT = "tiledehaze-hazenet-1"
@@ -124,10 +129,11 @@ class Ops(Protocol):
     def recover(self, x: Any, t: Any) -> Any: ...
 
 
-def forward(ops: Ops, x: Any, *, return_t: bool = False) -> Any:
+def forward(ops: Ops, x: Any, *, return_t: bool = False, output: str = "j") -> Any:
     """HazeNet on airlight-normalised input ``x`` (N, 3, H, W), H and W multiples of :data:`ALIGN`.
 
-    Returns ``J / A`` (and t when asked).
+    Returns ``J / A`` (and t when asked), or with ``output="t"`` the transmission repeated over
+    three channels (what the engine runs: it refines t before recovering J).
     """
     feats = ops.concat([x, ops.dark(x, DARK_PATCH)])
     e1 = ops.conv("enc1", ops.space_to_depth(feats), relu=True)
@@ -137,6 +143,8 @@ def forward(ops: Ops, x: Any, *, return_t: bool = False) -> Any:
     d1 = ops.conv("dec1", ops.add(ops.conv("up1", d2, relu=True), e1), relu=True)
     logit = ops.add(ops.depth_to_space(ops.conv("head", d1, relu=False)), ops.conv("fine", feats, relu=False))
     t = ops.transmission(logit, T_MIN)
+    if output == "t":
+        return ops.concat([t, t, t])
     j = ops.recover(x, t)
     return (j, t) if return_t else j
 
@@ -212,12 +220,14 @@ class OnnxOps:
         return self._node("Add", [self._node("Div", [haze, t], "div_t"), "one"], "j")
 
 
-def to_onnx(weights: Weights, *, precision: str = "fp32", opset: int = 17, layout: str = "nchw") -> bytes:
+def to_onnx(weights: Weights, *, precision: str = "fp32", opset: int = 17, layout: str = "nchw",
+            output: str = "j") -> bytes:
     """The ONNX graph of HazeNet, built from its weights (no torch).
 
     Input ``hazy`` is the airlight-normalised tile ``I / A`` and output ``dehazed`` is ``J / A``;
     (batch, 3, height, width), all three dynamic, height and width multiples of :data:`ALIGN`.
     ``layout="nhwc"`` takes and returns (batch, height, width, 3), transposing inside the graph.
+    ``output="t"`` returns the transmission instead, repeated over the three channels.
     """
     if layout not in ("nchw", "nhwc"):
         raise ConfigError(f"layout must be nchw or nhwc, not {layout!r}")
@@ -231,30 +241,50 @@ def to_onnx(weights: Weights, *, precision: str = "fp32", opset: int = 17, layou
     source = INPUT_NAME
     if layout == "nhwc":
         source = ops._node("Transpose", [INPUT_NAME], "to_nchw", perm=[0, 3, 1, 2])
-    result = forward(ops, source)
+    result = forward(ops, source, output=output)
     ops.nodes.append(helper.make_node("Transpose" if layout == "nhwc" else "Identity", [result], [OUTPUT_NAME],
                                       name="output", **({"perm": [0, 2, 3, 1]} if layout == "nhwc" else {})))
     return finish_graph(ops.nodes, "hazenet", ops.inits, elem=elem, layout=layout, opset=opset)
 
 
 class HazeNet:
-    """The network as a backend sees it: weights plus the two forms backends can run."""
+    """The network as a backend sees it: weights plus the two forms backends can run.
+
+    ``output="j"`` gives ``J / A`` (export, training checks); the engine uses ``output="t"``.
+    """
 
     name = "hazenet"
-    halo = HALO
+    halo = NET_HALO
     input_name = INPUT_NAME
     output_name = OUTPUT_NAME
 
-    def __init__(self, weights: Weights):
+    def __init__(self, weights: Weights, output: str = "j"):
         self.weights = check_weights(weights, "weights")
+        self.output = output
 
     def to_onnx(self, precision: str = "fp32", layout: str = "nchw") -> bytes:
-        return to_onnx(self.weights, precision=precision, layout=layout)
+        return to_onnx(self.weights, precision=precision, layout=layout, output=self.output)
 
     def to_torch(self):
         from .hazenet_torch import HazeNetModule
 
-        return HazeNetModule.from_numpy(self.weights)
+        return HazeNetModule.from_numpy(self.weights, output=self.output)
+
+
+def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """He et al.'s guided filter of ``src`` with a grey ``guide`` (both float32 (H, W)).
+
+    Its box filters reflect at the borders (BORDER_REFLECT_101), so a tile whose edges lie on
+    the image border sees what the whole image sees there.
+    """
+    import cv2
+
+    size = (2 * radius + 1, 2 * radius + 1)
+    box = lambda v: cv2.boxFilter(v, -1, size, borderType=cv2.BORDER_REFLECT_101)  # noqa: E731
+    mean_i, mean_p = box(guide), box(src)
+    a = (box(guide * src) - mean_i * mean_p) / (box(guide * guide) - mean_i * mean_i + np.float32(eps))
+    b = mean_p - a * mean_i
+    return box(a) * guide + box(b)
 
 
 def pad_to_align(tiles: np.ndarray, align: int = ALIGN) -> np.ndarray:
@@ -277,6 +307,10 @@ class HazeNetModel(AODNetModel):
     halo = HALO
     align = ALIGN
     needs_overview = True
+    #: the network's transmission is refined with a guided filter on the grey tile: t follows
+    #: the picture's edges, so no bright band is left around buildings against a hazy sky
+    guided_radius = GUIDED_RADIUS
+    guided_eps = GUIDED_EPS
     #: fraction of the overview's haziest pixels the airlight is chosen from (as DCP)
     top_fraction = 0.001
 
@@ -290,18 +324,26 @@ class HazeNetModel(AODNetModel):
         airlight = np.asarray(state["airlight"], np.float32).reshape(1, 1, 1, 3)
         return pad_to_align(np.asarray(tiles, np.float32) / airlight), airlight
 
-    @staticmethod
-    def _finish(out: np.ndarray, shape: tuple[int, ...], airlight: np.ndarray) -> np.ndarray:
-        out = out[:, : shape[1], : shape[2]] * airlight
+    def _finish(self, t: np.ndarray, tiles: np.ndarray, airlight: np.ndarray) -> np.ndarray:
+        """J from the network's t (refined with the grey tile as guide) and the tile, clipped to [0, 1]."""
+        import cv2
+
+        tiles = np.asarray(tiles, np.float32)
+        out = np.empty_like(tiles)
+        for i, tile in enumerate(tiles):
+            raw = np.ascontiguousarray(t[i, : tile.shape[0], : tile.shape[1], 0])
+            refined = guided_filter(cv2.cvtColor(tile, cv2.COLOR_RGB2GRAY), raw, self.guided_radius, self.guided_eps)
+            np.clip(refined, T_MIN, 1.0, out=refined)
+            out[i] = ((tile / airlight[0] - 1.0) / refined[..., None] + 1.0) * airlight[0]
         return np.clip(out, 0.0, 1.0, out=out)
 
     def run(self, tiles: np.ndarray, state: dict[str, Any]) -> np.ndarray:
         x, airlight = self._prepare(tiles, state)
-        return self._finish(self.runner.run(x), tiles.shape, airlight)
+        return self._finish(self.runner.run(x), tiles, airlight)
 
     def submit(self, tiles: np.ndarray, state: dict[str, Any]):
         x, airlight = self._prepare(tiles, state)
-        return _Finishing(self.runner.submit(x), lambda out: self._finish(out, tiles.shape, airlight))
+        return _Finishing(self.runner.submit(x), lambda t: self._finish(t, tiles, airlight))
 
     def describe(self) -> str:
         return f"hazenet on {self.backend.describe()}"

@@ -52,22 +52,23 @@ class _TorchOps:
 class HazeNetModule(nn.Module):
     """Airlight-normalised input ``x = I / A`` (N, 3, H, W) -> ``J / A``; see :mod:`.hazenet`."""
 
-    def __init__(self) -> None:
+    def __init__(self, output: str = "j") -> None:
         super().__init__()
+        self.output = output  # "j": J / A; "t": the transmission on three channels (the engine's form)
         for name, cin, cout, k, stride, transposed in LAYERS:
             layer = (nn.ConvTranspose2d(cin, cout, k, stride) if transposed
                      else nn.Conv2d(cin, cout, k, stride, padding=k // 2))
             setattr(self, name, layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return forward(_TorchOps(self), x)
+        return forward(_TorchOps(self), x, output=self.output)
 
     def forward_with_t(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return forward(_TorchOps(self), x, return_t=True)
 
     @classmethod
-    def from_numpy(cls, weights: Weights) -> "HazeNetModule":
-        module = cls()
+    def from_numpy(cls, weights: Weights, output: str = "j") -> "HazeNetModule":
+        module = cls(output)
         module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()})
         return module.eval()
 
