@@ -54,8 +54,8 @@ def restore(image: np.ndarray, *, model: str | Model | None = None, tile: int | 
         (H, W) gray, or (H, W, C) with C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA), in
         RGB channel order; uint8, uint16, float32 or float64 (floats in [0, 1]).
     model : str or Model
-        A registered model name (``"aodnet"``, ``"hazenet"``, ``"dcp"``) or a model from
-        :func:`get_model`. Default: the network ``weights`` belong to, or ``"aodnet"``.
+        A registered model name (``"hazenet"``, ``"aodnet"``, ``"dcp"``) or a model from
+        :func:`get_model`. Default: the network ``weights`` belong to, or ``"hazenet"``.
     tile : int or None
         Largest tile side in pixels; ``None`` runs the whole image in one pass.
     overlap : int or None

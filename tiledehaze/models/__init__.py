@@ -26,7 +26,7 @@ class ModelEntry:
 
 _REGISTRY: dict[str, ModelEntry] = {}
 #: what ``tiledehaze process`` and :func:`tiledehaze.restore` use without a model name
-DEFAULT_MODEL = "aodnet"
+DEFAULT_MODEL = "hazenet"
 
 
 def register_model(entry: ModelEntry) -> None:
