@@ -166,14 +166,9 @@ def to_onnx(weights: Weights, *, precision: str = "fp32", opset: int = 17, layou
     (batch, height, width, 3) instead, transposing inside the graph (ONNX Runtime folds that
     into its own layout conversions, cheaper than numpy transposes on the host).
     """
-    if layout not in ("nchw", "nhwc"):
-        raise ConfigError(f"layout must be nchw or nhwc, not {layout!r}")
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
-    if precision not in ("fp32", "fp16"):
-        raise ConfigError(f"precision must be fp32 or fp16, not {precision!r}")
-    np_dtype = np.float16 if precision == "fp16" else np.float32
-    elem = TensorProto.FLOAT16 if precision == "fp16" else TensorProto.FLOAT
+    np_dtype, elem = graph_types(precision, layout)
     inits = [numpy_helper.from_array(v.astype(np_dtype), k) for k, v in weights.items()]
     inits.append(numpy_helper.from_array(np.ones((), np_dtype), "one"))
 
@@ -204,6 +199,17 @@ def to_onnx(weights: Weights, *, precision: str = "fp32", opset: int = 17, layou
         nodes.insert(0, helper.make_node("Transpose", [INPUT_NAME], [source], perm=[0, 3, 1, 2]))
         nodes.append(helper.make_node("Transpose", [result], [OUTPUT_NAME], perm=[0, 2, 3, 1]))
     return finish_graph(nodes, "aodnet", inits, elem=elem, layout=layout, opset=opset)
+
+
+def graph_types(precision: str, layout: str) -> tuple[type, int]:
+    """The numpy dtype and ONNX element type of a graph in ``precision``; refuses unknown precisions and layouts."""
+    from onnx import TensorProto
+
+    if layout not in ("nchw", "nhwc"):
+        raise ConfigError(f"layout must be nchw or nhwc, not {layout!r}")
+    if precision not in ("fp32", "fp16"):
+        raise ConfigError(f"precision must be fp32 or fp16, not {precision!r}")
+    return (np.float16, TensorProto.FLOAT16) if precision == "fp16" else (np.float32, TensorProto.FLOAT)
 
 
 def finish_graph(nodes: list, name: str, inits: list, *, elem: int, layout: str, opset: int) -> bytes:

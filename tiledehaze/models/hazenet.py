@@ -33,8 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import ConfigError
-from .aodnet import INPUT_NAME, OUTPUT_NAME, AODNetModel, check_shapes, finish_graph
+from .aodnet import INPUT_NAME, OUTPUT_NAME, AODNetModel, check_shapes, finish_graph, graph_types
 from .dcp import estimate_airlight
 
 #: (name, in_channels, out_channels, kernel, stride, transposed)
@@ -229,14 +228,9 @@ def to_onnx(weights: Weights, *, precision: str = "fp32", opset: int = 17, layou
     ``layout="nhwc"`` takes and returns (batch, height, width, 3), transposing inside the graph.
     ``output="t"`` returns the transmission instead, repeated over the three channels.
     """
-    if layout not in ("nchw", "nhwc"):
-        raise ConfigError(f"layout must be nchw or nhwc, not {layout!r}")
-    if precision not in ("fp32", "fp16"):
-        raise ConfigError(f"precision must be fp32 or fp16, not {precision!r}")
-    from onnx import TensorProto, helper
+    from onnx import helper
 
-    np_dtype = np.float16 if precision == "fp16" else np.float32
-    elem = TensorProto.FLOAT16 if precision == "fp16" else TensorProto.FLOAT
+    np_dtype, elem = graph_types(precision, layout)
     ops = OnnxOps(check_weights(weights, "weights"), np_dtype)
     source = INPUT_NAME
     if layout == "nhwc":
