@@ -148,3 +148,15 @@ def test_train_command_trains_hazenet_from_its_config_keys(tiny_config, tmp_path
     assert read_metadata(result.last_weights)["format"] == "tiledehaze-hazenet-1"
     assert create_model(weights=result.last_weights).name == "hazenet"  # the file says which network it is
     assert np.isfinite(result.history[-1]["val_psnr"])
+
+
+def test_nodata_never_sets_hazenets_airlight():
+    """Like DCP, HazeNet estimates A on the overview's valid pixels only (GeoTIFF nodata borders)."""
+    image = np.full((60, 80, 3), 0.5, np.float32)
+    image[:, :20] = 1.0  # a bright nodata strip: the haziest-looking part of the overview
+    image[20:40, 40:60] = (0.7, 0.8, 0.9)
+    valid = np.ones(image.shape[:2], bool)
+    valid[:, :20] = False
+    model = create_model("hazenet")
+    assert np.allclose(model.global_state(image)["airlight"], 1.0)
+    assert np.allclose(model.global_state(image, valid=valid)["airlight"], (0.7, 0.8, 0.9))

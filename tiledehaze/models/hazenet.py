@@ -308,9 +308,10 @@ class HazeNetModel(AODNetModel):
     #: fraction of the overview's haziest pixels the airlight is chosen from (as DCP)
     top_fraction = 0.001
 
-    def global_state(self, overview: np.ndarray) -> dict[str, Any]:
+    def global_state(self, overview: np.ndarray, valid: np.ndarray | None = None) -> dict[str, Any]:
+        """A from the overview, exactly as DCP estimates it (nodata pixels left out)."""
         return {"airlight": estimate_airlight(np.asarray(overview, np.float32), patch=DARK_PATCH,
-                                              top_fraction=self.top_fraction)}
+                                              top_fraction=self.top_fraction, valid=valid)}
 
     def _prepare(self, tiles: np.ndarray, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         if "airlight" not in state:
