@@ -115,11 +115,23 @@ class ProcessResult:
     megapixels: float
     tiles: int
     seconds: float
+    blocks: int = 0  # blocks of rows spread over dask workers (0: restored in this process)
+    reused: int = 0  # of those, blocks finished by an earlier, interrupted run
 
 
 def default_output(src: str | Path) -> Path:
     src = Path(src)
     return src.with_name(f"{src.stem}_dehazed{src.suffix}")
+
+
+def check_output(src: Path, dst: Path, *, overwrite: bool) -> None:
+    """Refuse an output that is the input, a folder, or (without ``overwrite``) an existing file."""
+    if src.resolve() == dst.resolve() or _same_file(src, dst):
+        raise OutputError(f"output {dst} is the input; choose another output path")
+    if dst.is_dir():
+        raise OutputError(f"output {dst} is a directory")
+    if dst.exists() and not overwrite:
+        raise OutputError(f"output {dst} exists; pass --overwrite to replace it")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -137,7 +149,8 @@ def process_file(src: str | os.PathLike, dst: str | os.PathLike | None = None, *
                  overwrite: bool = False, max_pixels: int | None = None,
                  bands: tuple[int, ...] | None = None, input_range: tuple[float, float] | None = None,
                  cog: bool = False, on_plan: Callable[[int], None] | None = None, progress: Progress | None = None,
-                 options: RunOptions | None = None, **model_options) -> ProcessResult:
+                 workers: int | None = None, scheduler: str | None = None, memory_limit: str | int | None = None,
+                 retries: int = 2, options: RunOptions | None = None, **model_options) -> ProcessResult:
     """Dehaze the image file ``src`` into ``dst`` (default ``<name>_dehazed.<ext>`` beside it).
 
     TIFFs are streamed band by band in bounded memory; other formats are decoded whole. The
@@ -150,17 +163,24 @@ def process_file(src: str | os.PathLike, dst: str | os.PathLike | None = None, *
     nodata pixels (a nodata value or a mask page) come out exactly as they went in. A
     Cloud-Optimized GeoTIFF (or any TIFF with overviews) gives a COG; ``cog=True`` makes one
     from any input.
+
+    ``workers=N`` (a local dask cluster of N processes) or ``scheduler="tcp://host:8786"`` (an
+    existing cluster whose workers see the same paths) spread this one TIFF over the workers in
+    blocks of rows, each restored and encoded where it runs; the output is identical to a run
+    in this process (see :mod:`tiledehaze.batch.split`). ``memory_limit`` is per local worker;
+    ``retries`` is how often a block is retried after its worker died.
     """
     opts = resolve(options, dict(model=model, tile=tile, overlap=overlap, backend=backend, weights=weights,
                                  threads=threads, batch=batch, precision=precision, device=device), model_options)
     src = Path(src)
     dst = Path(dst) if dst is not None else default_output(src)
-    if src.resolve() == dst.resolve() or _same_file(src, dst):
-        raise OutputError(f"output {dst} is the input; choose another output path")
-    if dst.is_dir():
-        raise OutputError(f"output {dst} is a directory")
-    if dst.exists() and not overwrite:
-        raise OutputError(f"output {dst} exists; pass --overwrite to replace it")
+    check_output(src, dst, overwrite=overwrite)
+    if workers or scheduler:
+        from .batch.split import process_split
+
+        return process_split(src, dst, options=opts, compression=compression, bands=bands,
+                             value_range=_value_range(input_range), cog=cog, workers=workers, scheduler=scheduler,
+                             memory_limit=memory_limit, retries=retries, on_plan=on_plan, progress=progress)
     start = time.perf_counter()
     try:
         with open_image(src, pixel_limit=max_pixels, bands=bands) as reader:

@@ -63,22 +63,31 @@ def scene_state(reader: Reader, model: Model, choice: ValueRange | None = None) 
 
 
 def restore_bands(reader: Reader, model: Model, plan: TilePlan, *, batch: int | None = None,
-                  progress: Progress | None = None, value_range: ValueRange | None = None) -> Iterator[Band]:
+                  progress: Progress | None = None, value_range: ValueRange | None = None,
+                  scene: tuple[ValueRange, dict] | None = None,
+                  span: tuple[int, int] | None = None) -> Iterator[Band]:
     """Yield ``(y0, rows, valid)`` of the restored image, top to bottom, in the reader's dtype and layout.
 
     ``value_range`` is the stored range the model sees as 0 .. 1 (default: chosen from the
     scene). Nodata pixels are filled for the model and come out exactly as they went in.
+    ``scene`` is :func:`scene_state`'s result when it was computed beforehand (once for an
+    image spread over several processes). ``span=(y0, y1)`` restores only those image rows,
+    running just the tile rows of ``plan`` that touch them; they come out exactly as in a
+    whole-image run, since every pixel sees the same tiles blended in the same order.
     """
     info = reader.info
     layout = info.layout
-    scale, state = scene_state(reader, model, value_range)
+    scale, state = scene_state(reader, model, value_range) if scene is None else scene
     batch = max(1, batch or model.preferred_batch)
     width = info.width
+    lo, hi = span or (0, info.height)
+    rows = plan.rows_covering(lo, hi)
     # rows shared with the next tile row, already holding this row's weighted share
     carry = np.zeros((0, width, 3), np.float32)
     # the next band is read and decoded in a thread while this one is blended; closing waits for that read
-    with closing(read_ahead(reader.read, plan.rows)) as bands:
-        for r, ((y0, y1), band) in enumerate(zip(plan.rows, bands)):
+    with closing(read_ahead(reader.read, [plan.rows[r] for r in rows])) as bands:
+        for r, band in zip(rows, bands):
+            y0, y1 = plan.rows[r]
             valid = reader.valid(y0, band)
             acc = np.zeros((y1 - y0, width, 3), np.float32)
             acc[: len(carry)] = carry
@@ -86,10 +95,12 @@ def restore_bands(reader: Reader, model: Model, plan: TilePlan, *, batch: int | 
             # rows above the next tile row's start are complete; everything above y0 already went out
             done = plan.final_after_row(r) - y0
             carry = acc[done:].copy()
-            out = from_unit_rgb(acc[:done], band[:done], layout, inplace=True, scale=scale)
-            valid = None if valid is None else valid[:done]
-            restore_invalid(out, band[:done], valid, layout, info.nodata)
-            yield y0, out, valid
+            a, b = max(lo, y0) - y0, min(hi, y0 + done) - y0
+            if a < b:
+                out = from_unit_rgb(acc[a:b], band[a:b], layout, inplace=True, scale=scale)
+                rows_valid = None if valid is None else valid[a:b]
+                restore_invalid(out, band[a:b], rows_valid, layout, info.nodata)
+                yield y0 + a, out, rows_valid
             del acc
 
 

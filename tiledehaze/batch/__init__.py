@@ -27,7 +27,8 @@ measured peak RSS), a 40000-pixel-wide TIFF about 3 GB at ``tile=1024``.
 The package keeps one concern per module: :mod:`.settings` (what decides an output, and its
 fingerprint), :mod:`.inputs` (finding inputs and planning jobs), :mod:`.memory` (estimates
 and worker counts), :mod:`.manifest` (manifest, lock, temporaries), :mod:`.cluster` (dask),
-:mod:`.report` (the outcome) and :mod:`.run` (the batch from start to end).
+:mod:`.report` (the outcome), :mod:`.run` (the batch from start to end) and :mod:`.split` (one
+large TIFF spread over the workers in blocks of rows).
 """
 
 from .cluster import gpu_worker_commands, gpu_worker_resources
@@ -38,8 +39,9 @@ from .memory import default_memory_limit, estimate_job_memory
 from .report import REPORT_NAME, BatchReport
 from .run import process_batch, run_job
 from .settings import FORMAT_EXTENSIONS, Settings, output_relpath
+from .split import DEFAULT_SPLIT_MP, process_split
 
-__all__ = ["DEFAULT_GLOBS", "FORMAT_EXTENSIONS", "LOCK_NAME", "MANIFEST_NAME", "REPORT_NAME", "BatchPlan",
+__all__ = ["DEFAULT_GLOBS", "DEFAULT_SPLIT_MP", "FORMAT_EXTENSIONS", "LOCK_NAME", "MANIFEST_NAME", "REPORT_NAME", "BatchPlan",
            "BatchReport", "Job", "JobResult", "Settings", "clean_stale_temporaries", "default_memory_limit",
            "estimate_job_memory", "find_inputs", "gpu_worker_commands", "gpu_worker_resources", "output_relpath",
-           "process_batch", "run_job"]
+           "process_batch", "process_split", "run_job"]

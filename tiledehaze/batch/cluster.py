@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import traceback
-from typing import Callable, Iterable, Sequence
+import warnings
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from ..errors import ConfigError
 from .jobs import Job, JobResult, describe_task_error
-from .memory import default_memory_limit
+from .memory import default_memory_limit, parse_memory
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +36,54 @@ def worker_threads() -> int | None:
 
 def run_on_dask(jobs: Sequence[Job], settings: Settings, run: Runner, finished: Callable[[JobResult, Job], bool], *,
                 workers: int | None, scheduler: str | None, threads: int | None, memory_limit, retries: int,
-                overlap: int) -> str:
+                overlap: int, split_above: float | None = None) -> str:
     """Run ``jobs`` on dask, handing each result to ``finished`` (which returns False to stop); returns a label
-    for the report. ``overlap`` is the plan's, for the memory estimate."""
+    for the report. ``overlap`` is the plan's, for the memory estimate.
+
+    TIFFs above ``split_above`` megapixels are each spread over all workers (see :mod:`.split`)
+    while the other files run one task per file beside them.
+    """
+    from distributed import as_completed
+
+    from .split import run_split_job, splittable
+
+    big = [j for j in jobs if splittable(j, settings, split_above)]
+    small = [j for j in jobs if j not in big]
+
+    def need(n: int) -> tuple[int, int]:
+        return default_memory_limit(jobs, n, tile=settings.run.tile, overlap=overlap)
+
+    with dask_client(workers=workers, scheduler=scheduler, threads=threads, memory_limit=memory_limit,
+                     need=need) as (client, label, threads):
+        futures = client.map(run, small, settings=settings, threads=threads, pure=False, retries=retries)
+        by_key = {f.key: job for f, job in zip(futures, small)}
+        for job in big:
+            if not finished(run_split_job(job, settings, client, threads=threads, retries=retries), job):
+                client.cancel(futures)
+                return label
+        done = as_completed(futures, with_results=True, raise_errors=False)
+        for future, result in done:
+            job = by_key[future.key]
+            if future.status != "finished":
+                exc = result[1] if isinstance(result, tuple) and len(result) == 3 else future.exception()
+                result = JobResult(job.relpath, job.source, job.output, "failed", describe_task_error(exc))
+                log.error("%s: %s", job.source, "".join(traceback.format_exception(exc)).rstrip())
+            if not finished(result, job):
+                client.cancel([f for f in futures if not f.done()])
+                break
+        return label
+
+
+@contextmanager
+def dask_client(*, workers: int | None, scheduler: str | None, threads: int | None, memory_limit: int | None,
+                need: Callable[[int], tuple[int, int]]) -> Iterator[tuple["Client", str, int | None]]:
+    """``(client, label, threads per task)`` on an existing cluster or on a local one of ``workers`` processes.
+
+    A local cluster gets ``memory_limit`` bytes per worker, or, without one, what ``need(workers)``
+    returns as ``(workers, bytes per worker)`` (fewer workers when the work would not fit).
+    """
     import dask
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, LocalCluster
 
     cluster = None
     # the scheduler and nanny log every start and stop at INFO; keep them for -vv only
@@ -54,34 +102,32 @@ def run_on_dask(jobs: Sequence[Job], settings: Settings, run: Runner, finished: 
                 raise ConfigError(f"cannot reach the dask scheduler at {scheduler} ({exc})") from None
             label = f"cluster {scheduler}"
         else:
-            if memory_limit is None:
-                workers, limit = default_memory_limit(jobs, workers, tile=settings.run.tile, overlap=overlap)
-            else:
-                limit = memory_limit
+            workers, limit = need(workers) if memory_limit is None else (workers, memory_limit)
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             threads = threads or max(1, cores // workers)
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=limit,
-                                   dashboard_address=None, silence_logs=logging.ERROR)
+            with warnings.catch_warnings():
+                # the scheduler's HTTP endpoint moves to a free port when another cluster holds 8787
+                warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=limit,
+                                       dashboard_address=None, worker_dashboard_address=None,
+                                       silence_logs=logging.ERROR)
             client = Client(cluster)
             label = f"{workers} dask worker{'s' if workers > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
     try:
-        futures = client.map(run, list(jobs), settings=settings, threads=threads, pure=False, retries=retries)
-        by_key = {f.key: job for f, job in zip(futures, jobs)}
-        done = as_completed(futures, with_results=True, raise_errors=False)
-        for future, result in done:
-            job = by_key[future.key]
-            if future.status != "finished":
-                exc = result[1] if isinstance(result, tuple) and len(result) == 3 else future.exception()
-                result = JobResult(job.relpath, job.source, job.output, "failed", describe_task_error(exc))
-                log.error("%s: %s", job.source, "".join(traceback.format_exception(exc)).rstrip())
-            if not finished(result, job):
-                client.cancel([f for f in futures if not f.done()])
-                break
-        return label
+        yield client, label, threads
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def check_cluster_options(workers: int | None, scheduler: str | None, memory_limit: str | int | None) -> int | None:
+    """Refuse contradictory cluster options; returns the memory limit in bytes (None: automatic)."""
+    if workers is not None and workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if workers and scheduler:
+        raise ConfigError("use either --workers (a local cluster) or --scheduler (an existing one), not both")
+    return None if memory_limit is None else parse_memory(memory_limit)
 
 
 def check_reachable(address: str) -> None:

@@ -39,13 +39,17 @@ def job_memory(path: str | Path, *, tile: int | None, overlap: int) -> int:
 
 def default_memory_limit(jobs: Sequence[Job], workers: int, *, tile: int | None, overlap: int) -> tuple[int, int]:
     """``(workers, bytes per worker)``: fewer workers when the largest image would not fit N times."""
-    total = available_memory()
     need = max((job_memory(j.source, tile=tile, overlap=overlap) for j in jobs), default=RUNTIME_BYTES)
-    budget = int(total * 0.85)
+    return fit_workers(need, workers, "the largest image")
+
+
+def fit_workers(need: int, workers: int, what: str) -> tuple[int, int]:
+    """``(workers, bytes per worker)`` when each worker needs ``need`` bytes (``what`` names the need)."""
+    budget = int(available_memory() * 0.85)
     fit = max(1, budget // max(need, 1))
     if fit < workers:
-        log.warning("the largest image needs about %.1f GB per worker; using %d workers instead of %d "
-                    "(pass --memory-limit to decide yourself)", need / 1e9, fit, workers)
+        log.warning("%s needs about %.1f GB per worker; using %d workers instead of %d "
+                    "(pass --memory-limit to decide yourself)", what, need / 1e9, fit, workers)
         workers = fit
     return workers, budget // workers
 

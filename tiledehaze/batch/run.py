@@ -16,13 +16,13 @@ from ..engine import plan_overlap
 from ..errors import ConfigError, OutputError, TileDehazeError
 from ..io.atomic import describe_os_error
 from ..options import RunOptions, resolve
-from .cluster import Runner, run_on_dask, worker_threads
+from .cluster import Runner, check_cluster_options, run_on_dask, worker_threads
 from .inputs import plan_jobs
 from .jobs import BatchPlan, Job, JobResult, describe_task_error
 from .manifest import MANIFEST_NAME, Manifest, clean_stale_temporaries, locked
-from .memory import parse_memory
 from .report import BatchReport, write_report
 from .settings import Settings
+from .split import DEFAULT_SPLIT_MP
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
                   format: str | None = None, globs: Sequence[str] | None = None, threads: int | None = None,
                   workers: int | None = None, scheduler: str | None = None, memory_limit: str | int | None = None,
                   retries: int = 2, overwrite: bool = False, checksum: bool = False,
+                  split_above: float | None = DEFAULT_SPLIT_MP,
                   on_plan: Callable[[BatchPlan], None] | None = None,
                   progress: Callable[[JobResult], None] | None = None,
                   runner: Runner | None = None, options: RunOptions | None = None,
@@ -69,6 +70,8 @@ def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
     process. ``workers=N`` starts a local dask cluster of N single-threaded worker processes,
     each running inference on ``threads`` (default: cores // N) threads; ``scheduler`` sends
     the work to an existing cluster (``"tcp://host:8786"``) whose workers see the same paths.
+    On a cluster, TIFFs above ``split_above`` megapixels (``None``: never) are each spread over
+    all workers in blocks of rows (see :mod:`.split`); the others run one task per file.
 
     Files whose outputs are up to date (see the module notes) are skipped unless
     ``overwrite``; ``checksum`` compares the inputs' SHA-256 instead of their modification
@@ -85,12 +88,7 @@ def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
     start = time.perf_counter()
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    if workers is not None and workers < 1:
-        raise ConfigError("--workers must be at least 1")
-    if workers and scheduler:
-        raise ConfigError("use either --workers (a local cluster) or --scheduler (an existing one), not both")
-    if memory_limit is not None:
-        memory_limit = parse_memory(memory_limit)
+    memory_limit = check_cluster_options(workers, scheduler, memory_limit)
     run = resolve(options, dict(model=model, weights=weights, backend=backend, tile=tile, overlap=overlap,
                                 batch=batch, threads=threads, precision=precision, device=device), model_options)
     if not isinstance(run.model, str):
@@ -140,7 +138,7 @@ def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
             if plan.jobs and (workers or scheduler):
                 report.workers = run_on_dask(plan.jobs, settings, run_one, finished, workers=workers, scheduler=scheduler,
                                              threads=threads, memory_limit=memory_limit, retries=retries,
-                                             overlap=overlap)
+                                             overlap=overlap, split_above=split_above)
             else:
                 for job in plan.jobs:
                     if not finished(_run_here(run_one, job, settings, threads), job):

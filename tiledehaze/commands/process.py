@@ -9,8 +9,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from ..api import default_output, process_file
+from ..batch import DEFAULT_SPLIT_MP, FORMAT_EXTENSIONS, REPORT_NAME, process_batch
 from ..models import DEFAULT_MODEL
-from ..batch import FORMAT_EXTENSIONS, REPORT_NAME, process_batch
 from ..errors import ConfigError
 from ..io import EXTENSIONS
 from ..io.tiff import COMPRESSIONS
@@ -32,6 +32,7 @@ EXAMPLES = """examples:
   tiledehaze process photos/ -o dehazed/            a folder tree, mirrored; rerun to resume
   tiledehaze process photos/ -o out/ --workers 4 --format png
   tiledehaze process a.jpg b.tif scans/ -o out/ --scheduler tcp://10.0.0.5:8786
+  tiledehaze process ortho.tif -o out.tif --workers 8   one TIFF spread over 8 processes
 
 A folder or several inputs need -o OUTDIR. A rerun skips files whose output is up to date
 (same input size and time, same settings); failures are listed in OUTDIR/tiledehaze-report.json
@@ -125,14 +126,22 @@ def register(sub) -> None:
                         "hidden files and folders are always left out")
     b.add_argument("--format", choices=sorted(FORMAT_EXTENSIONS),
                    help="convert every output to this format (default: keep each file's)")
-    b.add_argument("--workers", type=int, help="restore files in N local worker processes (a dask cluster)")
-    b.add_argument("--scheduler", metavar="ADDRESS",
-                   help="send the files to an existing dask cluster, e.g. tcp://host:8786")
-    b.add_argument("--memory-limit", help="memory per local worker, e.g. 4GB (default: a share of the RAM, "
-                                          "fewer workers if the largest image needs it)")
-    b.add_argument("--retries", type=int, default=2, help="retries of a file after an unexpected error (default: 2)")
     b.add_argument("--checksum", action="store_true",
                    help="decide what is up to date by the inputs' SHA-256 instead of their times")
+    d = p.add_argument_group("dask workers (many files, or one huge TIFF)")
+    d.add_argument("--workers", type=int,
+                   help="restore in N local worker processes (a dask cluster); a single TIFF, or a TIFF above "
+                        "--split-above in a batch, is spread over them in blocks of rows")
+    d.add_argument("--scheduler", metavar="ADDRESS",
+                   help="send the work to an existing dask cluster, e.g. tcp://host:8786 (its workers must see "
+                        "the same paths)")
+    d.add_argument("--split-above", type=float, default=DEFAULT_SPLIT_MP, metavar="MP",
+                   help=f"in a batch on workers, spread TIFFs larger than this many megapixels over all workers "
+                        f"instead of one (default: {DEFAULT_SPLIT_MP:g})")
+    d.add_argument("--memory-limit", help="memory per local worker, e.g. 4GB (default: a share of the RAM, "
+                                          "fewer workers if the largest image needs it)")
+    d.add_argument("--retries", type=int, default=2,
+                   help="retries of a file or block after an unexpected error or a dead worker (default: 2)")
     p.set_defaults(func=run)
 
 
@@ -174,7 +183,8 @@ def run_batch(args: argparse.Namespace) -> int:
             args.input, args.output, options=run_options(args), compression=args.compression, quality=args.quality,
             overwrite=args.overwrite, max_pixels=args.max_pixels, format=args.format, globs=args.globs,
             workers=args.workers, scheduler=args.scheduler, memory_limit=args.memory_limit, retries=args.retries,
-            checksum=args.checksum, on_plan=on_plan, progress=progress, **io_options(args))
+            checksum=args.checksum, split_above=args.split_above, on_plan=on_plan, progress=progress,
+            **io_options(args))
     for failure in report.failed[:SHOWN_FAILURES]:
         print(f"failed: {failure.source}: {failure.reason}", file=sys.stderr)
     if len(report.failed) > SHOWN_FAILURES:
@@ -196,9 +206,11 @@ def run_single(args: argparse.Namespace) -> int:
         result = process_file(
             args.input, output, options=run_options(args), compression=args.compression, quality=args.quality,
             overwrite=args.overwrite, max_pixels=args.max_pixels, on_plan=set_total, progress=advance,
+            workers=args.workers, scheduler=args.scheduler, memory_limit=args.memory_limit, retries=args.retries,
             **io_options(args))
     log.info("%s -> %s: %.1f MP, %d tiles, %.1f s", result.source, result.output, result.megapixels,
              result.tiles, result.seconds)
+    spread = f", {result.blocks} blocks on dask workers" if result.blocks else ""
     print(f"{result.output}  ({result.megapixels:.1f} MP in {result.seconds:.1f} s, "
-          f"{result.megapixels / max(result.seconds, 1e-9):.1f} MP/s)")
+          f"{result.megapixels / max(result.seconds, 1e-9):.1f} MP/s{spread})")
     return 0

@@ -8,6 +8,8 @@ tags, ICC profile, resolution) is copied to the output.
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import logging
 import threading
 from pathlib import Path
@@ -314,12 +316,14 @@ class TiffWriter(Writer):
         self.tile = tile
 
     def tile_of(self, info: ImageInfo) -> tuple[int, int]:
+        """The output's TIFF tile: as asked, else the source's, else 512 x 512."""
         tile = tuple(self.tile or info.metadata.get("tiff", {}).get("tile") or DEFAULT_TILE)
         if tile[0] % 16 or tile[1] % 16:
             raise ConfigError(f"TIFF tile size {tile} must be a multiple of 16")
         return tile
 
-    def write(self, path, info: ImageInfo, bands: Iterator[Band]) -> None:
+    def options(self, info: ImageInfo) -> dict[str, Any]:
+        """``tifffile.imwrite`` keywords for this output: shape, tiling, compression and copied tags."""
         meta = info.metadata.get("tiff", {})
         tile = self.tile_of(info)
         compression, predictor = resolve_compression(self.compression, info)
@@ -332,4 +336,34 @@ class TiffWriter(Writer):
         )
         if compression in ("jpeg", tifffile.COMPRESSION.JPEG):
             kwargs["compressionargs"] = {"level": 95}
-        tifffile.imwrite(path, _tiles(bands, info, tile), **kwargs)
+        return kwargs
+
+    def write(self, path, info: ImageInfo, bands: Iterator[Band]) -> None:
+        tifffile.imwrite(path, _tiles(bands, info, self.tile_of(info)), **self.options(info))
+
+    def encode_tiles(self, info: ImageInfo, rows: int, bands: Iterator[Band]) -> list[bytes]:
+        """The finished output tiles (raster order) of ``rows`` image rows starting on a tile row.
+
+        The bytes are exactly those :meth:`write` would put in the file for these rows (same
+        codec, predictor and padding), so a file can be assembled from pieces encoded elsewhere
+        with :meth:`write_encoded`.
+        """
+        kwargs = self.options(info)
+        kwargs.update(shape=(rows,) + info.shape[1:], bigtiff=True, extratags=[], iccprofile=None,
+                      description=None, software=None)
+        kwargs.pop("resolution", None)
+        kwargs.pop("resolutionunit", None)
+        part = dataclasses.replace(info, height=rows)
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, _tiles(bands, part, self.tile_of(info)), **kwargs)
+        with tifffile.TiffFile(io.BytesIO(buf.getbuffer())) as tif:
+            page = tif.pages.first
+            data = buf.getbuffer()
+            return [bytes(data[o:o + n]) for o, n in zip(page.dataoffsets, page.databytecounts)]
+
+    def write_encoded(self, path, info: ImageInfo, tiles: Iterator[bytes]) -> None:
+        """Write a file from already encoded tiles in raster order (see :meth:`encode_tiles`)."""
+        kwargs = self.options(info)
+        kwargs.pop("maxworkers")
+        kwargs.pop("buffersize")
+        tifffile.imwrite(path, tiles, **kwargs)
