@@ -294,3 +294,18 @@ def test_a_block_that_fails_leaves_no_output_and_a_clear_error(tmp_path, client,
         process_split(src, tmp_path / "out.tif", options=options, client=client, blocks=3, restore=damaged_rows)
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["in.tif"]
     assert not [p for p in tmp_path.iterdir() if ".tiledehaze-tmp-" in p.name]
+
+
+def test_a_geotiff_with_nodata_and_a_scene_range_is_spread_exactly(tmp_path, client, weights_file):
+    img = hazy_photo(300, 260, 5).astype(np.uint16) * 40  # uint16 using part of its range
+    img[:40, :70] = 0  # a nodata corner
+    src = tmp_path / "geo.tif"
+    tifffile.imwrite(src, img, tile=(32, 32), compression="zlib", photometric="rgb",
+                     extratags=[(42113, "s", 0, "0", True)])
+    single = tiledehaze.process_file(src, tmp_path / "one.tif", weights=weights_file, tile=64)
+    options = RunOptions.create(weights=weights_file, tile=64)
+    split = process_split(src, tmp_path / "many.tif", options=options, client=client, blocks=3)
+    assert split.blocks == 3
+    out = tifffile.imread(split.output)
+    assert np.array_equal(out[:40, :70], img[:40, :70])  # nodata kept exactly
+    assert (tmp_path / "one.tif").read_bytes() == (tmp_path / "many.tif").read_bytes()
