@@ -53,7 +53,7 @@ def test_weights_are_validated(tmp_path):
         load_weights(bad)
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a weights file")
-    with pytest.raises(ConfigError, match="cannot read weights"):
+    with pytest.raises(ConfigError, match="not a weights file"):
         load_weights(junk)
 
 

@@ -34,3 +34,22 @@ class OutOfMemory(TileDehazeError):
     """The machine ran out of memory restoring an image (too large a tile, or a damaged size)."""
 
     exit_code = 5
+
+
+class MissingDependency(TileDehazeError):
+    """A feature needs an optional dependency (an extra) that is not installed."""
+
+    exit_code = 4
+
+
+def require(module: str, *, extra: str, feature: str, hint: str = ""):
+    """Import ``module``, or raise :class:`MissingDependency` naming the extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module.split(".")[0]:
+            raise  # installed but broken: keep the real error
+        raise MissingDependency(f"{feature} needs {module}, which is not installed: "
+                                f"pip install 'tiledehaze[{extra}]'{hint}") from None

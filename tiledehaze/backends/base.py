@@ -76,11 +76,12 @@ class BackendInfo:
     description: str
 
 
-def package_probe(name: str, package: str, description: str) -> BackendInfo:
-    """A backend usable wherever ``package`` is installed (found without importing it)."""
+def package_probe(name: str, package: str, description: str, *, install: str | None = None) -> BackendInfo:
+    """A backend usable wherever ``package`` is installed (found without importing it); ``install`` says how."""
     from .cuda import has_module
 
-    return BackendInfo(name, None if has_module(package) else f"{package} is not installed", description)
+    missing = f"{package} is not installed" + (f" ({install})" if install else "")
+    return BackendInfo(name, None if has_module(package) else missing, description)
 
 
 _FACTORIES: dict[str, Callable[..., Backend]] = {}

@@ -15,6 +15,9 @@ import os
 import sys
 from dataclasses import dataclass
 
+#: how to get torch, for messages about backends that need it
+TORCH_EXTRA = "pip install 'tiledehaze[torch]'"
+
 
 def has_module(name: str) -> bool:
     try:
@@ -56,7 +59,7 @@ def torch_cuda_problem() -> str | None:
     """None when torch can run on a CUDA device here, else a short reason."""
     version = torch_build()
     if version is None or not has_module("torch"):
-        return "torch is not installed"
+        return f"torch is not installed ({TORCH_EXTRA})"
     if version.endswith("+cpu"):
         return f"no CUDA device (torch {version} is a CPU-only build)"
     problem = nvidia_driver()

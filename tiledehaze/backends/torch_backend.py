@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import BackendUnavailable, ConfigError
 from ..pending import Done, Pending
 from .base import Backend, BackendInfo, package_probe
-from .cuda import torch_cuda_problem
+from .cuda import TORCH_EXTRA, torch_cuda_problem
 from .ort import default_threads
 from .streams import StreamRing
 
@@ -120,7 +120,8 @@ class TorchBackend(Backend):
 
 
 def probe() -> BackendInfo:
-    return package_probe("torch", "torch", "PyTorch on CUDA (fp16) when a GPU is visible, else CPU channels_last")
+    return package_probe("torch", "torch", "PyTorch on CUDA (fp16) when a GPU is visible, else CPU channels_last",
+                         install=TORCH_EXTRA)
 
 
 def probe_cuda() -> BackendInfo:

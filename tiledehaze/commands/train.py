@@ -6,6 +6,8 @@ import argparse
 import logging
 from typing import Any
 
+from ..errors import require
+
 log = logging.getLogger(__name__)
 
 #: dedicated flags and the config keys they set
@@ -41,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     e = subparsers.add_parser("export", help="export AOD-Net or HazeNet weights to ONNX and/or safetensors",
                               description="Write an ONNX graph (dynamic batch/height/width), checked "
-                                          "against torch, and/or the safetensors file --weights loads.")
-    e.add_argument("--weights", required=True, help="checkpoint: .safetensors or a torch state dict")
+                                          "against a reference evaluation, and/or the safetensors file --weights loads.")
+    e.add_argument("--weights", help="checkpoint: .safetensors or a torch state dict (default: the shipped weights)")
     e.add_argument("--onnx", help="ONNX output path")
     e.add_argument("--fp16", action="store_true", help="write an FP16 ONNX graph")
     e.add_argument("--safetensors", help="safetensors output path")
@@ -76,6 +78,7 @@ class _Bar:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    require("torch", extra="train", feature="training")
     from ..train import load_config, train
 
     overrides = list(args.overrides)
@@ -97,7 +100,7 @@ def run_export(args: argparse.Namespace) -> int:
     diffs = export(args.weights, onnx_path=args.onnx, fp16=args.fp16, safetensors_path=args.safetensors,
                    opset=args.opset)
     for precision, diff in diffs.items():
-        print(f"ONNX {precision} matches torch: max difference {diff:.2e}")
+        print(f"ONNX {precision} matches the reference: max difference {diff:.2e}")
     for path in (args.onnx, args.safetensors):
         if path:
             print(f"wrote {path}")
