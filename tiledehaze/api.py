@@ -94,8 +94,8 @@ def restore(image: np.ndarray, *, model: str | Model | None = None, tile: int | 
     """
     opts = resolve(options, dict(model=model, tile=tile, overlap=overlap, backend=backend, weights=weights,
                                  threads=threads, batch=batch, precision=precision, device=device), model_options)
+    reader = ArrayReader(_as_array(image))
     m = load_model(opts)
-    reader = ArrayReader(np.asarray(image))
     plan = make_plan(reader.info.height, reader.info.width, m, tile=opts.tile, overlap=opts.overlap)
     return collect(reader.info, restore_bands(reader, m, plan, batch=opts.batch, progress=progress,
                                               value_range=_value_range(input_range)))
@@ -106,6 +106,18 @@ def _value_range(value: tuple[float, float] | ValueRange | None) -> ValueRange |
         return value
     low, high = value
     return ValueRange(float(low), float(high))
+
+
+def _as_array(image) -> np.ndarray:
+    """An ndarray, or an object that is one (a PIL image, a CPU tensor); never a list of numbers."""
+    if isinstance(image, np.ndarray):
+        return image
+    if hasattr(image, "__array__") or hasattr(image, "__array_interface__"):
+        return np.asarray(image)
+    if isinstance(image, (str, os.PathLike)):
+        raise InputError(f"restore() takes pixels, not a file name; use tiledehaze.process_file({str(image)!r})")
+    raise InputError(f"restore() takes a numpy array of shape (H, W) or (H, W, C), not a {type(image).__name__}; "
+                     "convert it with np.asarray(image, dtype=np.uint8) (or float32 in [0, 1])")
 
 
 @dataclass(frozen=True)

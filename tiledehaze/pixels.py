@@ -57,6 +57,8 @@ class Layout:
     @classmethod
     def of(cls, shape: tuple[int, ...], dtype) -> "Layout":
         check_dtype(dtype)
+        if len(shape) in (2, 3) and 0 in shape[:2]:
+            raise InputError(f"image has no pixels (shape {shape})")
         if len(shape) == 2:
             return cls(1, True)
         if len(shape) == 3 and 1 <= shape[2] <= 4:
@@ -71,6 +73,21 @@ def check_dtype(dtype) -> np.dtype:
     if dtype.type not in SUPPORTED_DTYPES:
         raise InputError(f"pixel type {dtype} is not supported (use uint8, uint16, float32 or float64)")
     return dtype
+
+
+#: how far float pixels may stray outside [0, 1] (rounding in the caller's arithmetic) before they are refused
+RANGE_SLACK = 1e-4
+
+
+def check_unit_range(pixels: np.ndarray) -> None:
+    """Refuse finite float pixels outside [0, 1] (beyond rounding slack) in one line."""
+    if pixels.size == 0:
+        return
+    lo, hi = float(pixels.min()), float(pixels.max())
+    if lo < -RANGE_SLACK or hi > 1 + RANGE_SLACK:
+        raise InputError(f"float pixels must lie in [0, 1], found values from {lo:g} to {hi:g}; scale the image "
+                         "(8-bit values / 255, 16-bit / 65535), pass it as uint8 or uint16, or give its range "
+                         "(input_range=(low, high), or --input-range LOW,HIGH)")
 
 
 def scale_of(dtype: np.dtype) -> float:
@@ -113,6 +130,8 @@ def to_unit_rgb(pixels: np.ndarray, layout: Layout, out: np.ndarray | None = Non
                 raise InputError("image contains NaN or infinite values; declare them as nodata or replace them "
                                  "before dehazing")
             color = np.where(finite, color, scale.low)
+        if scale == ValueRange.full(px.dtype):
+            check_unit_range(color if valid is None else color[valid])
     if scale.low:
         np.subtract(color, np.float32(scale.low), out=dst, casting="unsafe")
         dst *= np.float32(1.0 / (scale.high - scale.low))

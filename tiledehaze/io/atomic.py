@@ -51,9 +51,10 @@ def write_atomic(dst: str | Path, data: bytes | str, *, mode: int = 0o666) -> No
 
 
 def _remove(path: Path) -> None:
+    """Remove a temporary file if it exists; never raises (the error that got us here matters more)."""
     try:
         path.unlink()
-    except FileNotFoundError:
+    except OSError:  # never created, or a read-only folder: nothing to remove, or nothing we can do
         pass
 
 

@@ -156,6 +156,7 @@ class TiffReader(Reader):
             with self.lock:
                 rows = self.array[:, y0:y1, :] if self.planar else self.array[y0:y1]
         except Exception as exc:
+            _settle_zarr_reads()
             raise InputError(f"{self.path}: damaged TIFF data, cannot decode rows {y0}-{y1} ({_short(exc)})") from None
         return np.moveaxis(rows, 0, -1) if self.planar else rows
 
@@ -175,6 +176,28 @@ class TiffReader(Reader):
             if store is not None:
                 store.close()
         self.tif.close()
+
+
+def _settle_zarr_reads(timeout: float = 60.0) -> None:
+    """Let the tile reads zarr still has in flight finish, and collect their errors.
+
+    zarr decodes a band's tiles concurrently on its own event loop; when one fails, it leaves
+    the others running. Left alone they outlive the file handle, fail on it, and at exit
+    asyncio prints "Task was destroyed but it is pending" and their tracebacks.
+    """
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def settle() -> None:
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        if others:
+            done, _ = await asyncio.wait(others, timeout=timeout)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: asyncio no longer reports it
+
+    sync(settle())
 
 
 def _check_chunks(path: Path, page) -> None:
