@@ -36,6 +36,14 @@ class OutOfMemory(TileDehazeError):
     exit_code = 5
 
 
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a batch; ``report`` holds what finished (also written to the output folder)."""
+
+    def __init__(self, report):
+        super().__init__("interrupted")
+        self.report = report
+
+
 class MissingDependency(TileDehazeError):
     """A feature needs an optional dependency (an extra) that is not installed."""
 

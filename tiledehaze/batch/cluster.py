@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import traceback
 import warnings
 from contextlib import contextmanager
@@ -105,14 +107,17 @@ def dask_client(*, workers: int | None, scheduler: str | None, threads: int | No
             workers, limit = need(workers) if memory_limit is None else (workers, memory_limit)
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             threads = threads or max(1, cores // workers)
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), ignoring_sigint():  # Ctrl-C: only this process handles it
                 # the scheduler's HTTP endpoint moves to a free port when another cluster holds 8787
                 warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
                 cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=limit,
                                        dashboard_address=None, worker_dashboard_address=None,
-                                       silence_logs=logging.ERROR)
+                                       # workers' logs (errors from a shutdown in mid-task) only with -vv
+                                       silence_logs=logging.ERROR if log.isEnabledFor(logging.DEBUG)
+                                       else logging.CRITICAL)
             client = Client(cluster)
             label = f"{workers} dask worker{'s' if workers > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
+    report.workers = label
     try:
         yield client, label, threads
     finally:
@@ -128,6 +133,24 @@ def check_cluster_options(workers: int | None, scheduler: str | None, memory_lim
     if workers and scheduler:
         raise ConfigError("use either --workers (a local cluster) or --scheduler (an existing one), not both")
     return None if memory_limit is None else parse_memory(memory_limit)
+
+
+@contextmanager
+def ignoring_sigint() -> Iterator[None]:
+    """Processes started inside ignore SIGINT for life (the disposition survives exec).
+
+    A terminal's Ctrl-C goes to every process in the foreground group; dask's workers would
+    each print a traceback. With this, only the driving process sees it and shuts them down.
+    A Ctrl-C while they start is lost: press it again.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def check_reachable(address: str) -> None:

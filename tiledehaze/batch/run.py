@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 from ..api import load_model, process_file
 from ..engine import plan_overlap
-from ..errors import ConfigError, OutputError, TileDehazeError
+from ..errors import BatchInterrupted, ConfigError, OutputError, TileDehazeError
 from ..io.atomic import describe_os_error
 from ..options import RunOptions, resolve
 from .cluster import Runner, check_cluster_options, run_on_dask, worker_threads
@@ -26,6 +26,8 @@ from .split import DEFAULT_SPLIT_MP
 
 log = logging.getLogger(__name__)
 
+#: ``BatchReport.aborted`` after Ctrl-C or SIGTERM
+INTERRUPTED = "interrupted"
 #: errors after which no later file can succeed either: the batch stops
 _FATAL_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 
@@ -135,19 +137,25 @@ def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
                 return report.aborted is None
 
             run_one = runner or run_job
-            if plan.jobs and (workers or scheduler):
-                report.workers = run_on_dask(plan.jobs, settings, run_one, finished, workers=workers, scheduler=scheduler,
-                                             threads=threads, memory_limit=memory_limit, retries=retries,
-                                             overlap=overlap, split_above=split_above)
-            else:
-                for job in plan.jobs:
-                    if not finished(_run_here(run_one, job, settings, threads), job):
-                        break
+            try:
+                if plan.jobs and (workers or scheduler):
+                    report.workers = run_on_dask(plan.jobs, settings, run_one, finished, workers=workers,
+                                                 scheduler=scheduler, threads=threads, memory_limit=memory_limit,
+                                                 retries=retries, overlap=overlap, split_above=split_above)
+                else:
+                    for job in plan.jobs:
+                        if not finished(_run_here(run_one, job, settings, threads), job):
+                            break
+            except KeyboardInterrupt:
+                report.aborted = INTERRUPTED
+                clean_stale_temporaries(outdir)  # the workers are gone: what they were writing is incomplete
         finally:
             manifest.close()
         report.seconds = time.perf_counter() - start
         write_report(report, outdir)
     log.info("batch into %s: %s", outdir, report.summary())
+    if report.aborted == INTERRUPTED:
+        raise BatchInterrupted(report)
     return report
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..api import default_output, process_file
 from ..batch import DEFAULT_SPLIT_MP, FORMAT_EXTENSIONS, REPORT_NAME, process_batch
 from ..models import DEFAULT_MODEL
-from ..errors import ConfigError
+from ..errors import BatchInterrupted, ConfigError
 from ..io import EXTENSIONS
 from ..io.tiff import COMPRESSIONS
 from ..options import RunOptions
@@ -119,7 +119,8 @@ def register(sub) -> None:
                    help="write a Cloud-Optimized GeoTIFF with overviews (always done for a COG or any TIFF with overviews)")
     p.add_argument("--max-pixels", type=int, help="refuse JPEG/PNG/WebP larger than this (default: 500 million)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (never the input)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("-q", "--quiet", "--no-progress", dest="quiet", action="store_true",
+                   help="no progress (a bar on a terminal, elsewhere a line every 10 s); errors still show")
     b = p.add_argument_group("folders and several files")
     b.add_argument("--glob", action="append", dest="globs", metavar="PATTERN",
                    help="file names to take from folders, repeatable (default: the supported image extensions); "
@@ -172,24 +173,29 @@ def run_batch(args: argparse.Namespace) -> int:
     state: dict = {}
 
     def on_plan(plan) -> None:
+        state["plan"] = plan
         state["bar"] = stack.enter_context(batch_progress(len(plan.jobs), plan.megapixels,
-                                                          enabled=False if args.no_progress else None))
+                                                          enabled=False if args.quiet else None))
 
     def progress(result) -> None:
         state["bar"](result.megapixels if result.status == "done" else 0.0, result.status != "done")
 
-    with ExitStack() as stack:
-        report = process_batch(
-            args.input, args.output, options=run_options(args), compression=args.compression, quality=args.quality,
-            overwrite=args.overwrite, max_pixels=args.max_pixels, format=args.format, globs=args.globs,
-            workers=args.workers, scheduler=args.scheduler, memory_limit=args.memory_limit, retries=args.retries,
-            checksum=args.checksum, split_above=args.split_above, on_plan=on_plan, progress=progress,
-            **io_options(args))
-    for failure in report.failed[:SHOWN_FAILURES]:
-        print(f"failed: {failure.source}: {failure.reason}", file=sys.stderr)
-    if len(report.failed) > SHOWN_FAILURES:
-        print(f"... and {len(report.failed) - SHOWN_FAILURES} more", file=sys.stderr)
-    print(report.summary())
+    try:
+        with ExitStack() as stack:
+            report = process_batch(
+                args.input, args.output, options=run_options(args), compression=args.compression,
+                quality=args.quality, overwrite=args.overwrite, max_pixels=args.max_pixels, format=args.format,
+                globs=args.globs, workers=args.workers, scheduler=args.scheduler, memory_limit=args.memory_limit,
+                retries=args.retries, checksum=args.checksum, split_above=args.split_above, on_plan=on_plan,
+                progress=progress, **io_options(args))
+    except BatchInterrupted as exc:  # the summary so far; the CLI's handler prints "interrupted", exit 130
+        _print_outcome(exc.report)
+        plan = state["plan"]
+        left = len(plan.jobs) - len(exc.report.done) - (len(exc.report.failed) - len(plan.failed))
+        if left:
+            print(f"{left} file(s) not restored yet; run the same command again to resume")
+        raise
+    _print_outcome(report)
     if report.aborted:
         print(f"tiledehaze: error: batch stopped: {report.aborted}", file=sys.stderr)
         return 3
@@ -200,9 +206,17 @@ def run_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_outcome(report) -> None:
+    for failure in report.failed[:SHOWN_FAILURES]:
+        print(f"failed: {failure.source}: {failure.reason}", file=sys.stderr)
+    if len(report.failed) > SHOWN_FAILURES:
+        print(f"... and {len(report.failed) - SHOWN_FAILURES} more", file=sys.stderr)
+    print(report.summary())
+
+
 def run_single(args: argparse.Namespace) -> int:
     output = args.output or default_output(args.input)
-    with progress_bar(f"{args.input.name}", enabled=False if args.no_progress else None) as (set_total, advance):
+    with progress_bar(f"{args.input.name}", enabled=False if args.quiet else None) as (set_total, advance):
         result = process_file(
             args.input, output, options=run_options(args), compression=args.compression, quality=args.quality,
             overwrite=args.overwrite, max_pixels=args.max_pixels, on_plan=set_total, progress=advance,
