@@ -262,9 +262,9 @@ def test_ctrl_c_on_a_single_file_leaves_nothing_behind(tmp_path, weights_file):
 def test_ctrl_c_on_a_batch_prints_the_summary_so_far_and_leaves_only_whole_outputs(tmp_path, weights_file,
                                                                                    make_photo, workers):
     for i in range(8):
-        make_photo(tmp_path / "in" / f"p{i}.png", 900, 1200, seed=i)
+        make_photo(tmp_path / "in" / f"p{i}.png", 480, 640, seed=i)
     out = tmp_path / "out"
-    args = ["process", tmp_path / "in", "-o", out, "--weights", weights_file, "--tile", "256", "--quiet"]
+    args = ["process", tmp_path / "in", "-o", out, "--weights", weights_file, "--tile", "128", "--quiet"]
     result = interrupt(args + (["--workers", str(workers)] if workers else []),
                        ready=lambda: any(p.suffix == ".png" for p in out.glob("[!.]*")))
     assert_interrupted_cleanly(result)
@@ -274,7 +274,7 @@ def test_ctrl_c_on_a_batch_prints_the_summary_so_far_and_leaves_only_whole_outpu
     outputs = [p for p in out.iterdir() if p.suffix == ".png"]
     assert not [p for p in out.iterdir() if ".tiledehaze-tmp-" in p.name]
     for path in outputs:  # every output there is whole
-        assert Image.open(path).convert("RGB").size == (1200, 900)
+        assert Image.open(path).convert("RGB").size == (640, 480)
     rerun = cli(*args)
     assert rerun.returncode == 0 and re.match(rf"{8 - int(summary[1])} done", rerun.stdout), rerun.stdout
 
@@ -288,7 +288,7 @@ def test_no_progress_noise_in_logs_for_short_runs(tmp_path, make_photo, weights_
 
 
 def test_progress_in_a_log_is_plain_lines_and_quiet_silences_it(tmp_path, make_photo, weights_file):
-    photo = make_photo(tmp_path / "photo.png", 600, 800)
+    photo = make_photo(tmp_path / "photo.png", 300, 400)
     env = dict(os.environ, TILEDEHAZE_PROGRESS_EVERY="0")
     result = cli("process", photo, "--weights", weights_file, "--tile", "64", env=env)
     assert result.returncode == 0, result.stderr
