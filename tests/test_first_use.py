@@ -322,3 +322,15 @@ def test_progress_on_a_terminal_is_a_bar(tmp_path, make_photo, weights_file):
     assert proc.wait(timeout=120) == 0
     os.close(leader)
     assert b"\r" in seen and re.search(rb"\d+/\d+ \[", seen), seen[-300:]
+
+
+def test_training_progress_in_a_log_is_plain_lines(tmp_path):
+    env = dict(os.environ, TILEDEHAZE_PROGRESS_EVERY="0")
+    result = cli("train", "--epochs", "1", "--threads", "1", "--out", tmp_path / "run", "--set", "patch_size=16",
+                 "--set", "samples_per_epoch=32", "--set", "train_batch_size=8", "--set", "val_batch_size=4",
+                 "--set", "data.clean_images=[astronaut, coffee]", "--set", "data.val_images=[coffee]",
+                 "--set", "data.val_samples=4", "--set", "data.val_patch_size=24", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines and all(re.fullmatch(r"epoch 1/1: \d/4 steps, [\d.]+ steps/s, ETA [\d:?]+, loss [\d.]+", x)
+                         for x in lines), result.stderr

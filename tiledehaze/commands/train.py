@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+import time
 from typing import Any
 
 from ..errors import require
+from ..progress import ProgressLines, rate_and_eta
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--samples-per-epoch", type=int, help="samples_per_epoch")
     p.add_argument("--patch-size", type=int, help="patch_size")
     p.add_argument("--threads", type=int, help="torch threads")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", "--no-progress", dest="quiet", action="store_true",
+                   help="no progress (a bar on a terminal, elsewhere a line every 10 s)")
     p.set_defaults(func=run_train)
 
     e = subparsers.add_parser("export", help="export AOD-Net or HazeNet weights to ONNX and/or safetensors",
@@ -53,22 +57,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 class _Bar:
-    """tqdm progress for the training loop (the only place training progress is shown)."""
+    """Training progress: a tqdm bar per epoch on a terminal, elsewhere plain lines at most every 10 s."""
 
     def __init__(self, enabled: bool, epochs: int):
         self.enabled, self.epochs, self.bar = enabled, epochs, None
+        self.lines = ProgressLines() if enabled and not sys.stderr.isatty() else None
+        self.desc, self.steps, self.done, self.started = "", 0, 0, 0.0
 
     def start_epoch(self, epoch: int, steps: int) -> None:
-        if self.enabled:
+        self.desc, self.steps, self.done, self.started = f"epoch {epoch}/{self.epochs}", steps, 0, time.monotonic()
+        if self.enabled and self.lines is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{self.epochs}", unit="step", leave=True)
+            self.bar = tqdm(total=steps, desc=self.desc, unit="step", leave=True)
 
     def step(self, loss: float) -> None:
+        self.done += 1
         if self.bar is not None:
             self.bar.update(1)
             if self.bar.n % 20 == 0:
                 self.bar.set_postfix(loss=f"{loss:.4f}")
+        elif self.lines is not None and self.lines.due() is not None:
+            rate = rate_and_eta(self.done, self.steps, time.monotonic() - self.started, "steps")
+            self.lines.write(f"{self.desc}: {self.done}/{self.steps} steps, {rate}, loss {loss:.4f}")
 
     def end_epoch(self, row: dict[str, Any]) -> None:
         if self.bar is not None:
@@ -88,7 +99,7 @@ def run_train(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={value}")
     cfg = load_config(args.config, overrides)
     result = train(cfg, out_dir=args.out, resume=args.resume,
-                   progress=_Bar(not args.no_progress, int(cfg["num_epochs"])))
+                   progress=_Bar(not args.quiet, int(cfg["num_epochs"])))
     print(f"best epoch {result.best_epoch}: validation PSNR {result.best_psnr:.2f} dB, SSIM {result.best_ssim:.4f} "
           f"(hazy input {result.hazy_psnr:.2f} dB, {result.hazy_ssim:.4f}); weights {result.best_weights}")
     return 0
