@@ -232,8 +232,10 @@ def test_export_without_weights_exports_the_shipped_model(tmp_path):
 
 def interrupt(args: list, ready, timeout: float = 240) -> subprocess.CompletedProcess:
     """Start the CLI, wait until ``ready()``, then press Ctrl-C: SIGINT to its whole process group."""
+    # a background job of a non-interactive shell inherits SIGINT ignored: give the CLI the terminal's default
     proc = subprocess.Popen([sys.executable, "-m", "tiledehaze.cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + timeout
     while not ready():
         assert proc.poll() is None and time.monotonic() < deadline, "finished or stuck before it could be interrupted"
