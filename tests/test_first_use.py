@@ -196,7 +196,6 @@ def test_an_unsafe_checkpoint_is_refused_in_one_line_with_how_to_convert_it(tmp_
     (np.zeros((32, 32, 3), np.int64), "int64"),
     (np.zeros((0, 32, 3), np.uint8), "no pixels"),
     (np.zeros((32, 32, 7), np.uint8), "7 channels"),
-    (np.full((32, 32, 3), 200.0, np.float32), "[0, 1]"),
     (np.full((32, 32), -0.5, np.float64), "[0, 1]"),
 ])
 def test_restore_refuses_unusable_arrays_with_a_clear_input_error(image, words):
@@ -205,18 +204,11 @@ def test_restore_refuses_unusable_arrays_with_a_clear_input_error(image, words):
     assert "\n" not in str(info.value)
 
 
-def test_restore_keeps_floats_that_only_round_past_one():
-    image = np.clip(smooth_image(32, 32, 3, np.float32) * 1.00001, 0, 1.00001).astype(np.float32)
+def test_a_float_image_still_scaled_0_to_255_is_not_turned_white():
+    """Floats beyond 1 are taken at the scene's own scale (see ``input_range``), not clipped to white."""
+    image = smooth_image(64, 80, 3, np.float32) * np.float32(255)
     out = tiledehaze.restore(image, model="dcp")
-    assert out.dtype == np.float32 and 0.0 <= out.min() and out.max() <= 1.0
-
-
-def test_a_float_tiff_scaled_to_255_is_one_line_naming_the_range(tmp_path):
-    src = tmp_path / "scaled.tif"
-    tifffile.imwrite(src, hazy_photo(64, 80).astype(np.float32), photometric="rgb")
-    line = one_error_line(cli("process", src, "-o", tmp_path / "out.tif"))
-    assert "[0, 1]" in line and "255" in line
-    assert visible_files(tmp_path) == ["scaled.tif"]
+    assert out.dtype == np.float32 and out.std() > 5 and out.max() > 50
 
 
 def test_export_without_weights_exports_the_shipped_model(tmp_path):
