@@ -27,7 +27,7 @@ from PIL import Image
 
 import tiledehaze
 
-from .images import hazy_photo, smooth_image
+from .images import smooth_image
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_TORCH = '''import sys
