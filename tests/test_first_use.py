@@ -97,7 +97,9 @@ def test_process_restore_batch_eval_and_export_run_without_torch(tmp_path, no_to
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "eval" / "report.json").is_file()
 
-    result = cli("export", "--onnx", tmp_path / "m.onnx", env=no_torch_env)
+    from tiledehaze.models.aodnet import DEFAULT_WEIGHTS
+
+    result = cli("export", "--weights", DEFAULT_WEIGHTS, "--onnx", tmp_path / "m.onnx", env=no_torch_env)
     assert result.returncode == 0, result.stderr
     ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
 
@@ -212,12 +214,18 @@ def test_a_float_image_still_scaled_0_to_255_is_not_turned_white():
 
 
 def test_export_without_weights_exports_the_shipped_model(tmp_path):
-    result = cli("export", "--onnx", tmp_path / "aodnet.onnx")
+    import onnx
+
+    from tiledehaze.models import DEFAULT_MODEL, model_entry
+    from tiledehaze.models.aodnet import read_weights
+
+    result = cli("export", "--onnx", tmp_path / "shipped.onnx")
     assert result.returncode == 0, result.stderr
-    session = ort.InferenceSession(str(tmp_path / "aodnet.onnx"), providers=["CPUExecutionProvider"])
-    image = smooth_image(48, 64, 3, np.float32)
-    got = session.run(None, {"hazy": image.transpose(2, 0, 1)[None]})[0][0].transpose(1, 2, 0)
-    np.testing.assert_allclose(got, tiledehaze.restore(image, tile=None), atol=1e-5)
+    assert "matches the reference" in result.stdout
+    graph = onnx.load(str(tmp_path / "shipped.onnx"))
+    stored = {t.name: onnx.numpy_helper.to_array(t) for t in graph.graph.initializer}
+    shipped = read_weights(model_entry(DEFAULT_MODEL).default_weights)
+    assert all(np.array_equal(stored[name], value) for name, value in shipped.items())
 
 
 # ---------------------------------------------------------------------------- Ctrl-C
