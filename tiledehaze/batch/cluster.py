@@ -117,7 +117,6 @@ def dask_client(*, workers: int | None, scheduler: str | None, threads: int | No
                                        else logging.CRITICAL)
             client = Client(cluster)
             label = f"{workers} dask worker{'s' if workers > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
-    report.workers = label
     try:
         yield client, label, threads
     finally:
