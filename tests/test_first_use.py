@@ -206,10 +206,13 @@ def test_restore_refuses_unusable_arrays_with_a_clear_input_error(image, words):
     assert "\n" not in str(info.value)
 
 
-def test_a_float_image_still_scaled_0_to_255_is_not_turned_white():
-    """Floats beyond 1 are taken at the scene's own scale (see ``input_range``), not clipped to white."""
+def test_a_float_image_scaled_0_to_255_is_refused_naming_the_range_and_restored_when_given_it():
+    """A float array outside [0, 1] is an InputError naming the range, never a white image."""
     image = smooth_image(64, 80, 3, np.float32) * np.float32(255)
-    out = tiledehaze.restore(image, model="dcp")
+    with pytest.raises(tiledehaze.InputError, match=re.escape("[0, 1]")) as info:
+        tiledehaze.restore(image, model="dcp")
+    assert "input_range" in str(info.value) and "\n" not in str(info.value)
+    out = tiledehaze.restore(image, model="dcp", input_range=(0, 255))
     assert out.dtype == np.float32 and out.std() > 5 and out.max() > 50
 
 

@@ -18,7 +18,7 @@ from .io.atomic import atomic_output
 from .models import Model, build_model
 from .options import RunOptions, resolve
 from .pipeline import background
-from .pixels import ValueRange
+from .pixels import ValueRange, check_unit_range
 
 Progress = Callable[[int], None]
 
@@ -74,8 +74,9 @@ def restore(image: np.ndarray, *, model: str | Model | None = None, tile: int | 
     options : RunOptions, optional
         All of the above in one object (then leave the separate keywords out).
     input_range : (low, high), optional
-        Stored values the model sees as 0 and 1; default: uint8 and floats in [0, 1] use their
-        full scale, uint16 (and floats beyond 1) the scene's largest value plus 5 % headroom.
+        Stored values the model sees as 0 and 1; default: the full scale of uint8 and of floats
+        (which must then lie in [0, 1]: anything else is an :class:`~tiledehaze.errors.InputError`),
+        the image's largest value plus 5 % headroom for uint16 that uses part of its range.
     **model_options
         The model's own options, e.g. ``patch=`` for ``"dcp"``; anything else is a
         :class:`~tiledehaze.errors.ConfigError`.
@@ -94,7 +95,10 @@ def restore(image: np.ndarray, *, model: str | Model | None = None, tile: int | 
     """
     opts = resolve(options, dict(model=model, tile=tile, overlap=overlap, backend=backend, weights=weights,
                                  threads=threads, batch=batch, precision=precision, device=device), model_options)
-    reader = ArrayReader(_as_array(image))
+    array = _as_array(image)
+    if input_range is None and array.dtype.kind == "f":
+        check_unit_range(array)  # an array's float scale is the caller's to say; files are scaled from their scene
+    reader = ArrayReader(array)
     m = load_model(opts)
     plan = make_plan(reader.info.height, reader.info.width, m, tile=opts.tile, overlap=opts.overlap)
     return collect(reader.info, restore_bands(reader, m, plan, batch=opts.batch, progress=progress,

@@ -83,7 +83,7 @@ def check_unit_range(pixels: np.ndarray) -> None:
     """Refuse finite float pixels outside [0, 1] (beyond rounding slack) in one line."""
     if pixels.size == 0:
         return
-    lo, hi = float(pixels.min()), float(pixels.max())
+    lo, hi = float(np.nanmin(pixels)), float(np.nanmax(pixels))
     if lo < -RANGE_SLACK or hi > 1 + RANGE_SLACK:
         raise InputError(f"float pixels must lie in [0, 1], found values from {lo:g} to {hi:g}; scale the image "
                          "(8-bit values / 255, 16-bit / 65535), pass it as uint8 or uint16, or give its range "
