@@ -139,6 +139,8 @@ def test_full_disk_stops_the_batch_without_partial_files(photos, tmp_path, weigh
 
         @staticmethod
         def replace(src, dst):
+            if Path(dst).suffix in (".json", ".jsonl"):  # the small bookkeeping files still fit
+                return os.replace(src, dst)
             raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("tiledehaze.io.atomic.os", FullDisk())

@@ -35,9 +35,15 @@ class ProgressLines:
         self.next = now + self.every
         return now - self.start
 
-    @staticmethod
-    def write(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+    def tick(self, head: str, done: float, total: float | None, unit: str, *, since: float | None = None,
+             tail: str = "") -> None:
+        """Write ``head``, the rate and ETA of ``done`` out of ``total``, and ``tail``, if a line is due.
+
+        The rate counts from ``since`` (a ``time.monotonic()`` value), by default from the start.
+        """
+        if self.due() is not None:
+            elapsed = time.monotonic() - (self.start if since is None else since)
+            print(f"{head}, {rate_and_eta(done, total, elapsed, unit)}{tail}", file=sys.stderr, flush=True)
 
 
 def rate_and_eta(done: float, total: float | None, elapsed: float, unit: str) -> str:
@@ -67,10 +73,8 @@ def progress_bar(desc: str, unit: str = "tile", enabled: bool | None = None) -> 
 
         def advance(n: int) -> None:
             state["done"] += n
-            elapsed = lines.due()
-            if elapsed is not None:
-                lines.write(f"{desc}: {state['done']}/{state['total'] or '?'} {unit}s, "
-                            f"{rate_and_eta(state['done'], state['total'], elapsed, unit + 's')}")
+            lines.tick(f"{desc}: {state['done']}/{state['total'] or '?'} {unit}s", state["done"], state["total"],
+                       unit + "s")
 
         yield set_total, advance
         return
@@ -107,10 +111,7 @@ def batch_progress(files: int, megapixels: float,
             state["done"] += 1
             state["failed"] += bool(failed)
             state["mp"] += mp
-            elapsed = lines.due()
-            if elapsed is not None:
-                lines.write(f"{counts()}, {state['mp']:.1f}/{total or 0:.1f} MP, "
-                            f"{rate_and_eta(state['mp'], total, elapsed, 'MP')}")
+            lines.tick(f"{counts()}, {state['mp']:.1f}/{total or 0:.1f} MP", state["mp"], total, "MP")
 
         yield advance_lines
         return

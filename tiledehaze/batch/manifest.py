@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import OutputError
-from ..io.atomic import TEMP_MARK, describe_os_error
+from ..io.atomic import TEMP_MARK, atomic_output, describe_os_error
 from .jobs import Job
 
 log = logging.getLogger(__name__)
@@ -38,17 +38,11 @@ class Manifest:
         self._file = open(self.path, "a", encoding="utf-8")
 
     def _compact(self) -> None:
-        tmp = self.path.with_name(self.path.name + TEMP_MARK + str(os.getpid()))
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                for entry in self.entries.values():
-                    f.write(json.dumps(entry) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except OSError:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_output(self.path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            for entry in self.entries.values():
+                f.write(json.dumps(entry) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
     def is_current(self, job: Job, settings_key: str, digest: str | None, outdir: Path) -> bool:
         e = self.entries.get(job.relpath)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..io.atomic import TEMP_MARK, describe_os_error
+from ..errors import OutputError
+from ..io.atomic import write_atomic
 from .jobs import JobResult
 
 log = logging.getLogger(__name__)
@@ -68,14 +68,7 @@ def _version() -> str:
 
 
 def write_report(report: BatchReport, outdir: Path) -> None:
-    path = outdir / REPORT_NAME
-    tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(report.to_json(), indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        log.error("cannot write the report: %s", describe_os_error(exc, path))
+        write_atomic(outdir / REPORT_NAME, json.dumps(report.to_json(), indent=1) + "\n")
+    except OutputError as exc:
+        log.error("cannot write the report: %s", exc)

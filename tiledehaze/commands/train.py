@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from ..errors import require
-from ..progress import ProgressLines, rate_and_eta
+from ..progress import ProgressLines
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,9 @@ class _Bar:
             self.bar.update(1)
             if self.bar.n % 20 == 0:
                 self.bar.set_postfix(loss=f"{loss:.4f}")
-        elif self.lines is not None and self.lines.due() is not None:
-            rate = rate_and_eta(self.done, self.steps, time.monotonic() - self.started, "steps")
-            self.lines.write(f"{self.desc}: {self.done}/{self.steps} steps, {rate}, loss {loss:.4f}")
+        elif self.lines is not None:
+            self.lines.tick(f"{self.desc}: {self.done}/{self.steps} steps", self.done, self.steps, "steps",
+                            since=self.started, tail=f", loss {loss:.4f}")
 
     def end_epoch(self, row: dict[str, Any]) -> None:
         if self.bar is not None:
