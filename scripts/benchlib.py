@@ -67,16 +67,35 @@ def median_time(fn: Callable[[], object], runs: int = 5, warmup: int = 1) -> flo
     return statistics.median(times)
 
 
+#: Runs the command in a grandchild and writes "peak-RSS-KiB wall-seconds" to argv[1]. Linux counts a
+#: child's peak RSS from at least its parent's peak at the fork, so a benchmark that already holds
+#: a large image would see every child as big as itself; forked from this small launcher, the
+#: command's own peak is what is read.
+_LAUNCHER = """
+import os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(f"{usage.ru_maxrss} {time.perf_counter() - start}")
+sys.exit(min(abs(os.waitstatus_to_exitcode(status)), 255))
+"""
+
+
 def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float, int]:
     """Run a command; return (wall seconds, peak RSS in MB of that process, exit code)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-500:]}")
-    return wall, usage.ru_maxrss / 1024, proc.returncode
+    import sys
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as out:
+        proc = subprocess.run([sys.executable, "-c", _LAUNCHER, out.name, *map(str, cmd)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(map(str, cmd))} failed: {proc.stderr.decode()[-500:]}")
+        rss_kib, wall = out.read().split()
+    return float(wall), int(rss_kib) / 1024, proc.returncode
 
 
 def machine() -> str:
