@@ -155,3 +155,22 @@ def test_bands_come_out_in_order_and_cover_the_image_once(weights_path):
     starts = [y0 for y0, _, _ in bands]
     assert starts == [sum(b.shape[0] for _, b, _ in bands[:i]) for i in range(len(bands))]
     assert sum(b.shape[0] for _, b, _ in bands) == 2000
+
+
+
+def test_models_built_from_a_name_are_cached(weights_path, tmp_path, monkeypatch):
+    """restore() in a loop builds the inference session once."""
+    import shutil
+
+    import tiledehaze.api
+
+    weights = tmp_path / "own.safetensors"  # a path no other test used, so the cache starts empty for it
+    shutil.copy(weights_path, weights)
+    built = []
+    create = tiledehaze.api.create_model
+    monkeypatch.setattr(tiledehaze.api, "create_model", lambda *a, **k: built.append(a) or create(*a, **k))
+    img = smooth_image(40, 50, 3, np.uint8)
+    for _ in range(3):
+        tiledehaze.restore(img, weights=weights, tile=None)
+    assert len(built) == 1
+    assert tiledehaze.get_model(weights=weights) is tiledehaze.get_model(weights=weights)
