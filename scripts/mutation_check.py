@@ -60,6 +60,8 @@ MUTANTS = [
            "np.float32(1.0 / (scale_of(px.dtype) + 1))", ENGINE_TESTS, INTEGER_DTYPES),
     Mutant("output-scaled-by-254", "chunk *= np.float32(scale)", "chunk *= np.float32(scale - 1)",
            ENGINE_TESTS, INTEGER_DTYPES),
+    Mutant("output-truncated-not-rounded", "chunk += np.float32(0.5)", "chunk += np.float32(0.0)",
+           ENGINE_TESTS, INTEGER_DTYPES),
     Mutant("halo-declared-one-too-small", "HALO = sum(k // 2 for _, _, k in LAYERS)",
            "HALO = sum(k // 2 for _, _, k in LAYERS) - 1", ["tests/test_model.py"] + ENGINE_TESTS[:2]),
     Mutant("precision-dropped-before-the-backend", "opts = dict(backend_options, threads=threads)",
@@ -180,7 +182,7 @@ def main() -> int:
             if code != 0:
                 print(f"baseline: the unmutated tests fail ({', '.join(failed) or tail})")
                 return 2
-            print(f"baseline: {len(tests)} test files pass unmutated")
+            print(f"baseline: the {len(tests)} test selections pass unmutated")
         results = []
         for m in mutants:
             start = time.perf_counter()

@@ -60,7 +60,7 @@ def test_geotiff_output_equals_the_reference_and_keeps_georeferencing_bit_depth_
         assert (pb.tilelength, pb.tilewidth) == (256, 256)
         assert pb.compression == pa.compression == tifffile.COMPRESSION.ADOBE_DEFLATE
         out = pb.asarray()
-    assert reference.lsb_error(out, reference.restore(ref_weights, img)) <= reference.tolerance(dtype)
+    reference.assert_equal_to_rounding(out, reference.restore(ref_weights, img))
 
 
 @pytest.mark.parametrize("dtype,predictor", [(np.uint8, 2), (np.uint16, 2), (np.float32, 3)],
@@ -95,7 +95,7 @@ def test_streamed_bigtiff_equals_the_reference_and_stays_bigtiff(tmp_path, weigh
     with tifffile.TiffFile(dst) as t:
         assert t.is_bigtiff and t.pages[0].is_tiled
         out = t.asarray()
-    assert reference.lsb_error(out, reference.restore(ref_weights, img)) <= 1
+    reference.assert_equal_to_rounding(out, reference.restore(ref_weights, img))
 
 
 @pytest.mark.parametrize("layout", ["striped", "planar", "gray", "rgba"])
@@ -115,7 +115,7 @@ def test_tiff_layouts_are_read_correctly(tmp_path, weights_path, ref_weights, la
     out = tifffile.imread(dst)
     assert out.shape == img.shape
     # alpha is compared exactly here: the reference copies it
-    assert reference.lsb_error(out, reference.restore(ref_weights, img)) <= 1
+    reference.assert_equal_to_rounding(out, reference.restore(ref_weights, img))
 
 
 def _jpeg_with_orientation(path, img, orientation: int) -> None:
@@ -167,7 +167,7 @@ def test_png_keeps_icc_profile_and_resolution(tmp_path, weights_path, ref_weight
     with Image.open(dst) as out:
         assert out.info["icc_profile"] == b"\x00PNGicc" * 10
         assert out.info["dpi"] == pytest.approx((300, 300), abs=0.01)
-        assert reference.lsb_error(np.asarray(out), reference.restore(ref_weights, img)) <= 1
+        reference.assert_equal_to_rounding(np.asarray(out), reference.restore(ref_weights, img))
 
 
 @pytest.mark.parametrize("ext,mode", [("png", "L"), ("png", "LA"), ("jpg", "L"), ("tif", "L")])
@@ -199,7 +199,7 @@ def test_png16_and_rgba_png_keep_depth_and_alpha(tmp_path, weights_path, ref_wei
     out = cv2.cvtColor(cv2.imread(str(dst), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)
     assert out.dtype == np.uint16
     np.testing.assert_array_equal(out[..., 3], img[..., 3])
-    assert reference.lsb_error(out, reference.restore(ref_weights, img)) <= 1
+    reference.assert_equal_to_rounding(out, reference.restore(ref_weights, img))
 
 
 @pytest.mark.parametrize("ext", ["png", "bmp"])
@@ -210,7 +210,7 @@ def test_common_formats_round_trip(tmp_path, weights_path, ref_weights, ext):
     tiledehaze.process_file(src, dst, weights=weights_path)
     with Image.open(dst) as out:
         assert out.size == (110, 90) and out.mode == "RGB"
-        assert reference.lsb_error(np.asarray(out), reference.restore(ref_weights, img)) <= 1
+        reference.assert_equal_to_rounding(np.asarray(out), reference.restore(ref_weights, img))
 
 
 def test_webp_round_trip(tmp_path, weights_path, ref_weights):

@@ -36,7 +36,7 @@ def test_tiled_output_equals_the_whole_image_reference(weights_path, shape, tile
     img, ref = _case(weights_path, shape)
     out = tiledehaze.restore(img, weights=weights_path, tile=tile)
     assert out.shape == img.shape and out.dtype == img.dtype
-    assert reference.lsb_error(out, ref) <= 1
+    reference.assert_equal_to_rounding(out, ref)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -45,7 +45,7 @@ def test_every_dtype_is_kept_and_tiled_output_equals_the_reference(weights_path,
     img, ref = _case(weights_path, (333, 421, 3), dtype, seed=3)
     out = tiledehaze.restore(img, weights=weights_path, tile=tile)
     assert out.dtype == np.dtype(dtype) and out.shape == img.shape
-    assert reference.lsb_error(out, ref) <= reference.tolerance(dtype)
+    reference.assert_equal_to_rounding(out, ref)
 
 
 def test_seams_are_invisible_on_a_trained_looking_output(weights_path):
@@ -65,7 +65,7 @@ def test_alpha_passes_through_untouched(weights_path, dtype):
     img, ref = _case(weights_path, (300, 400, 4), dtype, seed=5)
     out = tiledehaze.restore(img, weights=weights_path, tile=128)
     np.testing.assert_array_equal(out[..., 3], img[..., 3])
-    assert reference.lsb_error(out[..., :3], ref[..., :3]) <= reference.tolerance(dtype)
+    reference.assert_equal_to_rounding(out[..., :3], ref[..., :3])
 
 
 @pytest.mark.parametrize("shape", [(256, 256), (256, 256, 1), (256, 256, 2)], ids=["HW", "HW1", "gray+alpha"])
@@ -74,7 +74,7 @@ def test_gray_image_is_restored_as_gray(weights_path, shape):
     img, ref = _case(weights_path, shape, np.uint8, seed=2)
     out = tiledehaze.restore(img, weights=weights_path, tile=100)
     assert out.shape == img.shape
-    assert reference.lsb_error(out, ref) <= 1
+    reference.assert_equal_to_rounding(out, ref)
     rgb = reference.aodnet(reference.read_weights(weights_path), np.repeat(img.reshape(256, 256, -1)[..., :1] / 255, 3, 2))
     assert np.abs(rgb[..., 0] - rgb.mean(axis=2)).max() * 255 > 5  # red alone would be visibly wrong
 
@@ -84,7 +84,7 @@ def test_channel_order_is_rgb(weights_path):
     img, ref = _case(weights_path, (200, 300, 3), np.uint8, seed=9)
     swapped = tiledehaze.restore(img[..., ::-1].copy(), weights=weights_path, tile=None)
     assert reference.lsb_error(swapped[..., ::-1], ref) > 10
-    assert reference.lsb_error(tiledehaze.restore(img, weights=weights_path, tile=None), ref) <= 1
+    reference.assert_equal_to_rounding(tiledehaze.restore(img, weights=weights_path, tile=None), ref)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (3, 200, 3), (200, 5), (70, 70, 3)], ids=str)
@@ -92,7 +92,7 @@ def test_tiny_images_work(weights_path, shape):
     img, ref = _case(weights_path, shape)
     out = tiledehaze.restore(img, weights=weights_path, tile=64)
     assert out.shape == img.shape
-    assert reference.lsb_error(out, ref) <= 1
+    reference.assert_equal_to_rounding(out, ref)
 
 
 class TallImage(Reader):
