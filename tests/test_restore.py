@@ -167,8 +167,8 @@ def test_models_built_from_a_name_are_cached(weights_path, tmp_path, monkeypatch
     weights = tmp_path / "own.safetensors"  # a path no other test used, so the cache starts empty for it
     shutil.copy(weights_path, weights)
     built = []
-    create = tiledehaze.api.create_model
-    monkeypatch.setattr(tiledehaze.api, "create_model", lambda *a, **k: built.append(a) or create(*a, **k))
+    build = tiledehaze.api.build_model
+    monkeypatch.setattr(tiledehaze.api, "build_model", lambda *a, **k: built.append(a) or build(*a, **k))
     img = smooth_image(40, 50, 3, np.uint8)
     for _ in range(3):
         tiledehaze.restore(img, weights=weights, tile=None)
