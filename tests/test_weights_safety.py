@@ -18,6 +18,9 @@ from tiledehaze.models.aodnet import LAYERS, load_weights
 
 from .images import smooth_image
 
+# torch notes that a plain pickle uses protocol 4 before refusing it; the refusal is what is tested
+pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
+
 
 class CreatesAFile:
     """Unpickling this calls ``open(marker, "w")``: the file appears if the pickle is trusted."""
