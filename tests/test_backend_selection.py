@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ from tiledehaze.backends import AUTO_ORDER, BackendInfo, available_backends, bas
 from tiledehaze.backends.tensorrt import tensorrt_problem
 from tiledehaze.cli import main
 from tiledehaze.errors import BackendUnavailable
-from tiledehaze.models.aodnet import AODNet, init_weights, save_weights
+from tiledehaze.models.aodnet import AODNet, init_weights
 
 ALL = ["tensorrt", "torch-cuda", "onnxruntime-cuda", "onnxruntime", "torch", "onnxruntime-tensorrt"]
 
@@ -85,12 +86,11 @@ def test_every_backend_is_listed_with_a_reason_when_unusable():
         assert info.unavailable is None or (info.unavailable and "\n" not in info.unavailable)
 
 
-@pytest.mark.skipif(tensorrt_problem() is None, reason="TensorRT can run here")
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
 def test_tensorrt_absent_is_explained_with_the_install_hint():
     reason = tensorrt_problem()
-    assert reason is not None
-    if "not installed" in reason:
-        assert "pip install 'tiledehaze[tensorrt]'" in reason
+    assert reason is not None and "not installed" in reason
+    assert "pip install 'tiledehaze[tensorrt]'" in reason
 
 
 def test_info_lists_all_backends(capsys):
@@ -99,13 +99,6 @@ def test_info_lists_all_backends(capsys):
     for name in ALL:
         assert f"  {name} " in out
     assert "unavailable:" in out or all(i.unavailable is None for i in available_backends())
-
-
-@pytest.fixture
-def weights_file(tmp_path):
-    path = tmp_path / "w.safetensors"
-    save_weights(init_weights(seed=1), path)
-    return path
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -143,16 +136,16 @@ def test_engine_list_shows_the_cache(tmp_path, capsys):
 def test_the_cpu_default_path_never_imports_torch(tmp_path, weights_file):
     code = (
         "import sys, numpy as np, tiledehaze\n"
-        f"out = tiledehaze.restore(np.zeros((40, 50, 3), np.uint8), weights={str(weights_file)!r}, tile=64)\n"
+        f"out = tiledehaze.restore(np.zeros((40, 50, 3), np.uint8), weights={str(weights_file)!r}, tile=64,"
+        " backend='onnxruntime')\n"
         "from tiledehaze.backends import available_backends; available_backends()\n"
         "print('torch' in sys.modules, tiledehaze.get_model(weights="
-        f"{str(weights_file)!r}).describe())\n"
+        f"{str(weights_file)!r}, backend='onnxruntime').describe())\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     imported, description = result.stdout.strip().split(" ", 1)
-    if "onnxruntime cpu" in description:
-        assert imported == "False"
+    assert description.startswith("aodnet on onnxruntime cpu") and imported == "False"
 
 
 def test_torch_backend_picks_cpu_when_no_gpu_is_visible():
@@ -177,7 +170,9 @@ def test_process_passes_precision_to_the_backend(tmp_path, weights_file):
         assert main(["process", str(src), "-o", str(dst), "--backend", "onnxruntime", "--precision", precision,
                      "--weights", str(weights_file), "--tile", "64", "--no-progress"]) == 0
         outs[precision] = cv2.imread(str(dst)).astype(int)
-    assert np.abs(outs["fp16"] - outs["fp32"]).max() <= 2
+    diff = np.abs(outs["fp16"] - outs["fp32"])
+    assert diff.max() <= 2  # half precision is close to full precision...
+    assert (diff > 0).mean() > 0.001  # ...but it did run: rounding differs on some pixels
 
 
 def test_torch_refuses_fp16_on_the_cpu_in_one_line(weights_file):

@@ -3,6 +3,7 @@
 import hashlib
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +133,69 @@ def test_sigterm_midway_leaves_no_partial_output(tmp_path, weights_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
+
+
+def test_progress_bar_shows_tiles_rate_and_eta_on_a_terminal(tmp_path, weights_path):
+    import fcntl
+    import os
+    import pty
+    import re
+    import struct
+    import termios
+
+    src = tmp_path / "photo.png"
+    Image.fromarray(smooth_image(600, 700, 3, np.uint8)).save(src)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    proc = subprocess.Popen([sys.executable, "-m", "tiledehaze.cli", "process", str(src), "--weights",
+                             str(weights_path), "--tile", "256"], stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the terminal closed: the process has exited
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=300) == 0
+    text = b"".join(chunks).decode(errors="replace")
+    assert re.search(r"\b[0-9]/9\b", text)  # tiles done of the 3 x 3
+    assert "tile/s" in text  # rate
+    assert re.search(r"\[\d\d:\d\d<", text)  # elapsed < remaining (the ETA)
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(photo, weights_path):
+    result = _run("process", photo, "--weights", weights_path)
+    assert result.returncode == 0 and result.stderr == ""
+
+
+def test_the_readme_sample_command_dehazes_the_shipped_sample(tmp_path):
+    import cv2
+
+    sample = Path(__file__).resolve().parents[1] / "samples" / "halong_bay.jpg"
+    dst = tmp_path / "halong_bay_dehazed.jpg"
+    assert main(["process", str(sample), "-o", str(dst), "--no-progress"]) == 0
+
+    def haze_score(path) -> float:  # the mean 15x15 dark channel, lower is clearer
+        rgb = np.asarray(Image.open(path), np.float32) / 255
+        return float(cv2.erode(rgb.min(axis=2), np.ones((15, 15), np.uint8)).mean())
+
+    assert Image.open(dst).size == Image.open(sample).size
+    assert haze_score(dst) < 0.8 * haze_score(sample)
+
+
+def test_tile_none_runs_the_whole_image_in_one_pass(tmp_path, weights_path, ref_weights):
+    from . import reference
+
+    img = smooth_image(150, 170, 3, np.uint8, seed=12)
+    src, dst = tmp_path / "in.png", tmp_path / "out.png"
+    Image.fromarray(img).save(src)
+    tiles = []
+    tiledehaze.process_file(src, tmp_path / "api.png", weights=weights_path, tile=None, on_plan=tiles.append)
+    assert tiles == [1]
+    assert main(["process", str(src), "-o", str(dst), "--tile", "none", "--weights", str(weights_path),
+                 "--no-progress"]) == 0
+    reference.assert_equal_to_rounding(np.asarray(Image.open(dst)), reference.restore(ref_weights, img))

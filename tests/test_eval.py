@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tiledehaze.commands import eval as eval_command
-from tiledehaze.errors import InputError
+from tiledehaze.errors import ConfigError, InputError
 from tiledehaze.dataset import clear_candidates, read_rgb
 from tiledehaze.evaluate import evaluate, match_pairs, parse_crop
 
@@ -52,8 +52,10 @@ def test_a_hazy_image_without_ground_truth_is_an_input_error(tmp_path):
 
 def test_crop_bounds_are_parsed_as_slices():
     assert parse_crop("10,470,10,630") == (10, 470, 10, 630)
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigError, match="four integers"):
         parse_crop("10,470")
+    with pytest.raises(ConfigError, match="top < bottom"):
+        parse_crop("470,10,10,630")
 
 
 def test_eval_writes_json_markdown_and_grids_and_ranks_clear_above_hazy(tmp_path):

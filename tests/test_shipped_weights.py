@@ -1,5 +1,6 @@
 """The AOD-Net weights the package ships: loadable, documented, and better than doing nothing."""
 
+import cv2
 import numpy as np
 import torch
 
@@ -9,6 +10,10 @@ from tiledehaze.train import config_hash, load_config
 from tiledehaze.train.data import load_builtin
 from tiledehaze.metrics import psnr
 from tiledehaze.train.synth import add_haze, ramp_depth
+
+
+def dark_channel(rgb: np.ndarray) -> float:
+    return float(cv2.erode(rgb.min(axis=2), np.ones((15, 15), np.uint8)).mean())
 
 
 def test_shipped_weights_load_and_say_how_they_were_made():
@@ -29,5 +34,8 @@ def test_shipped_weights_remove_haze_from_a_held_out_image():
     with torch.no_grad():
         x = torch.from_numpy(hazy).permute(2, 0, 1)[None]
         out = AODNetModule.from_numpy(load_weights()).eval()(x)[0].permute(1, 2, 0).numpy()
-    assert out.min() < 1.0 and out.mean() < hazy.mean()  # not white: the veil is taken away
-    assert psnr(clear, out) > psnr(clear, hazy)
+    # the veil is taken away: the haze score (mean 15x15 dark channel) halves, measured 0.38 -> 0.19
+    assert dark_channel(out) < 0.6 * dark_channel(hazy)
+    # and the result is closer to the clear image by a margin no small brightness change gives (+4.2 dB)
+    assert psnr(clear, out) > psnr(clear, hazy) + 3.0
+    assert psnr(clear, 0.98 * hazy) < psnr(clear, hazy) + 3.0  # darkening alone does not pass
