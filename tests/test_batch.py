@@ -6,7 +6,6 @@ import errno
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from tiledehaze.batch import memory
 from tiledehaze.engine import plan_overlap
 from tiledehaze.batch import MANIFEST_NAME, REPORT_NAME, estimate_job_memory, process_batch, run_job
 from tiledehaze.cli import main
+
+from .cluster import free_port, start_scheduler, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -218,42 +219,20 @@ def test_a_worker_killed_mid_task_is_retried_and_the_batch_completes(tmp_path, m
     assert images(out) == ["killed-once.marker", "p0.png", "p1.png", "p2.png", "p3.png"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_an_existing_dask_cluster_runs_the_batch(tmp_path, make_photo, weights_file):
     src, out = tmp_path / "src", tmp_path / "out"
     for i, ext in enumerate(["jpg", "png", "tif"]):
         make_photo(src / f"p{i}.{ext}", 64, 96, i)
     (src / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    common = dict(cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                               "--port", str(port), "--no-dashboard"], **common)]
+    address, procs, common = start_scheduler(tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
         procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
                                        "--nworkers", "1", "--nthreads", "2", "--no-dashboard"], **common))
         run = subprocess.run([sys.executable, "-m", "tiledehaze.cli", "process", str(src), "-o", str(out),
                               "--weights", weights_file, "--scheduler", address, "--no-progress"],
                              cwd=ROOT, capture_output=True, text=True, timeout=90)
     finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait()
+        stop(procs)
     assert run.returncode == 1, run.stderr
     assert "Traceback" not in run.stderr
     assert images(out) == ["p0.jpg", "p1.png", "p2.tif"]

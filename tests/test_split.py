@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from tiledehaze.batch import process_batch, process_split
 from tiledehaze.batch.split import SCRATCH_MARK, restore_block
 from tiledehaze.cli import main
 from tiledehaze.options import RunOptions
+
+from .cluster import start_scheduler, stop
 
 from .images import hazy_photo
 
@@ -148,37 +149,6 @@ def test_a_killed_client_leaves_no_output_and_a_rerun_reuses_the_finished_blocks
     assert not scratch_folders(tmp_path)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_scheduler(cwd: Path) -> tuple[str, list[subprocess.Popen], dict]:
-    """A real 'dask scheduler' process on localhost; returns its address, the process list and Popen options."""
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    common = dict(cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                               "--port", str(port), "--no-dashboard"], **common)]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.1)
-    return f"tcp://127.0.0.1:{port}", procs, common
-
-
-def stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        p.wait()
-
-
 def test_an_existing_cluster_of_worker_processes_restores_one_file(tmp_path, weights_file):
     src = big_tiff(tmp_path / "in.tif", dtype=np.uint16)
     address, procs, common = start_scheduler(tmp_path)
@@ -302,7 +272,7 @@ def test_a_geotiff_with_nodata_and_a_scene_range_is_spread_exactly(tmp_path, cli
     src = tmp_path / "geo.tif"
     tifffile.imwrite(src, img, tile=(32, 32), compression="zlib", photometric="rgb",
                      extratags=[(42113, "s", 0, "0", True)])
-    single = tiledehaze.process_file(src, tmp_path / "one.tif", weights=weights_file, tile=64)
+    tiledehaze.process_file(src, tmp_path / "one.tif", weights=weights_file, tile=64)
     options = RunOptions.create(weights=weights_file, tile=64)
     split = process_split(src, tmp_path / "many.tif", options=options, client=client, blocks=3)
     assert split.blocks == 3
