@@ -139,9 +139,9 @@ def test_restore_through_the_engine_equals_whole_image_dcp(monkeypatch):
     calls = []
     original = DCPModel.global_state
 
-    def counting(self, overview):
+    def counting(self, overview, valid=None):
         calls.append(overview.shape)
-        return original(self, overview)
+        return original(self, overview, valid=valid)
 
     monkeypatch.setattr(DCPModel, "global_state", counting)
     whole = tiledehaze.restore(image, model=model, tile=None)

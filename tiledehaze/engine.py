@@ -59,7 +59,7 @@ def scene_state(reader: Reader, model: Model, choice: ValueRange | None = None) 
         return scale, {}
     unit = to_unit_rgb(pixels, layout, scale=scale, valid=valid)
     fill_invalid(unit, valid)
-    return scale, model.global_state(unit) if valid is None else model.global_state(unit, valid=valid)
+    return scale, model.global_state(unit, valid=valid)
 
 
 def restore_bands(reader: Reader, model: Model, plan: TilePlan, *, batch: int | None = None,
