@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..errors import ConfigError, TileDehazeError
+from ..errors import ConfigError
 from .base import Model
 
 #: (name, in_channels, kernel) for conv1..conv5; every layer has 3 output channels.
@@ -119,63 +119,19 @@ def load_weights(path: str | Path | None = None) -> Weights:
 def read_weights(path: Path) -> dict[str, np.ndarray]:
     """The arrays of a safetensors file or a torch state dict / training checkpoint, unchecked.
 
-    The format is taken from the content, not the name. Torch files need torch and are opened
-    with ``weights_only=True``: no code is ever unpickled, and a file that would need it is
-    refused with a note on converting it.
+    The format is taken from the content, not the name. safetensors needs no torch; torch files
+    are read by :func:`.checkpoint.load_checkpoint` (no pickled code ever runs).
     """
-    if not path.is_file():
-        raise ConfigError(f"weights file not found: {path}")
-    try:
-        with open(path, "rb") as f:
-            head = f.read(9)
-        if head[8:9] == b"{":
-            raw = _read_safetensors(path)
-        elif head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch's zip format, or a bare pickle
-            raw = _read_torch(path)
-        else:
-            raise ConfigError(f"{path}: not a weights file (neither safetensors nor a torch checkpoint)")
-    except TileDehazeError:
-        raise
-    except Exception as exc:  # corrupt or foreign file: say so in one line
-        raise ConfigError(f"cannot read weights {path}: {_first_line(exc)}") from None
-    return raw
+    from .checkpoint import first_line, load_checkpoint, weights_format
 
-
-def _read_safetensors(path: Path) -> dict[str, Any]:
+    if weights_format(path) == "torch":
+        return {k: v.detach().float().numpy() for k, v in load_checkpoint(path).tensors.items()}
     from safetensors.numpy import load_file
 
-    return load_file(str(path))
-
-
-def _read_torch(path: Path) -> dict[str, Any]:
-    import pickle
-    import warnings
-
-    from ..errors import require
-
-    torch = require("torch", extra="torch", feature=f"reading the torch checkpoint {path}",
-                    hint=", or convert it to .safetensors where torch is installed")
     try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr; our error says what matters
-            warnings.simplefilter("ignore")
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only" not in str(exc).lower():
-            raise
-        raise ConfigError(
-            f"{path} is not a safe checkpoint (loading it would run pickled code); if you trust it, convert it: "
-            "load it yourself with torch.load(..., weights_only=False) and save its state dict with "
-            "safetensors.torch.save_file(state_dict, 'weights.safetensors')") from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]  # a training checkpoint
-    if not isinstance(state, dict):
-        raise ConfigError(f"{path}: not a state dict of weights (holds {type(state).__name__})")
-    return {k.removeprefix("module."): v.detach().numpy() for k, v in state.items() if hasattr(v, "detach")}
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+        return load_file(str(path))
+    except Exception as exc:  # corrupt or foreign file: say so in one line
+        raise ConfigError(f"cannot read weights {path}: {first_line(exc)}") from None
 
 
 def save_weights(weights: Weights, path: str | Path, metadata: dict[str, str] | None = None) -> None:
