@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -23,3 +23,15 @@ class Done:
 
     def result(self) -> np.ndarray:
         return self.value
+
+
+class Then:
+    """A pending result that ``finish`` turns into the final one when it is collected."""
+
+    __slots__ = ("pending", "finish")
+
+    def __init__(self, pending: Pending, finish: Callable[[np.ndarray], np.ndarray]):
+        self.pending, self.finish = pending, finish
+
+    def result(self) -> np.ndarray:
+        return self.finish(self.pending.result())

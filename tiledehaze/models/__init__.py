@@ -12,16 +12,24 @@ from typing import Callable
 from ..errors import ConfigError
 from ..options import RunOptions
 from .base import Model
+from .spec import ModelSpec
 
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """A registered model: how to build it, and what its weights cannot tell (:class:`ModelSpec`)."""
+
     name: str
     factory: Callable[[RunOptions], Model]
     description: str
     default_weights: Path | None = None
     #: the model's own options, besides the run options every model takes
     options: tuple[str, ...] = ()
+    spec: ModelSpec = ModelSpec()
+
+    @property
+    def ships_weights(self) -> bool:
+        return self.default_weights is not None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -30,6 +38,9 @@ DEFAULT_MODEL = "hazenet"
 
 
 def register_model(entry: ModelEntry) -> None:
+    """Add ``entry``; a name can be registered once only."""
+    if entry.name in _REGISTRY:
+        raise ValueError(f"model {entry.name!r} is already registered")
     _REGISTRY[entry.name] = entry
 
 
@@ -48,7 +59,11 @@ def build_model(options: RunOptions) -> Model:
     """The model ``options`` describe, on the backend they ask for."""
     if isinstance(options.model, Model):
         return options.model
-    return model_entry(options.model).factory(options)
+    entry = model_entry(options.model)
+    if options.weights is None and not entry.ships_weights and entry.spec.weights_source:
+        raise ConfigError(f"no weights ship for {entry.name}; the authors publish them at "
+                          f"{entry.spec.weights_source}: download them and pass --weights FILE")
+    return entry.factory(options)
 
 
 def resolve_model(name: str | None, weights: str | Path | None = None) -> str:
@@ -92,9 +107,11 @@ def _aodnet(options: RunOptions) -> Model:
     return AODNetModel(create_backend(options.backend, network, options))
 
 
+from . import aodnet as _aod  # noqa: E402
 from .aodnet import DEFAULT_WEIGHTS  # noqa: E402
 
-register_model(ModelEntry("aodnet", _aodnet, "AOD-Net (Li et al. 2017), 1,761 parameters", DEFAULT_WEIGHTS))
+register_model(ModelEntry("aodnet", _aodnet, "AOD-Net (Li et al. 2017), 1,761 parameters", DEFAULT_WEIGHTS,
+                          spec=ModelSpec(activation="linear", halo=_aod.HALO, speed="fast (~7 MP/s)")))
 
 
 def _hazenet(options: RunOptions) -> Model:
@@ -109,7 +126,9 @@ def _hazenet(options: RunOptions) -> Model:
 from . import hazenet as _hz  # noqa: E402
 
 register_model(ModelEntry("hazenet", _hazenet, f"HazeNet: airlight-normalised transmission U-Net, "
-                          f"{_hz.parameter_count():,} parameters", _hz.DEFAULT_WEIGHTS))
+                          f"{_hz.parameter_count():,} parameters", _hz.DEFAULT_WEIGHTS,
+                          spec=ModelSpec(halo=_hz.HALO, align=_hz.ALIGN, size_multiple=_hz.ALIGN,
+                                         speed="fast (~3.5 MP/s)")))
 
 
 def _dcp(options: RunOptions) -> Model:
@@ -119,8 +138,11 @@ def _dcp(options: RunOptions) -> Model:
     return DCPModel(**options.model_kwargs)
 
 
-register_model(ModelEntry("dcp", _dcp, "Dark Channel Prior (He et al. 2009), guided-filter refinement, no weights",
-                          options=("patch", "omega", "t0", "top_fraction", "guided_radius", "guided_eps")))
+from .dcp import DCPModel as _DCP  # noqa: E402
 
-__all__ = ["DEFAULT_MODEL", "Model", "ModelEntry", "build_model", "create_model", "list_models", "model_entry", "register_model",
+register_model(ModelEntry("dcp", _dcp, "Dark Channel Prior (He et al. 2009), guided-filter refinement, no weights",
+                          options=("patch", "omega", "t0", "top_fraction", "guided_radius", "guided_eps"),
+                          spec=ModelSpec(halo=_DCP().halo, speed="fast (~15 MP/s)")))  # halo at the default options
+
+__all__ = ["DEFAULT_MODEL", "Model", "ModelEntry", "ModelSpec", "build_model", "create_model", "list_models", "model_entry", "register_model",
            "resolve_model"]

@@ -27,6 +27,12 @@ class Model(ABC):
     halo: int = 0
     #: tile origins must lie on multiples of this (models that downsample; 1: anywhere)
     align: int = 1
+    #: "exact" (tiles equal one pass), "approximate" (image-wide statistics: tiles get a large
+    #: overlap and differ slightly) or "whole" (one pass only, up to :attr:`max_pixels`)
+    tiling: str = "exact"
+    max_pixels: int | None = None
+    #: expected speed where it runs, in MP/s, when slow enough to warn about (None: no estimate)
+    expected_mp_per_s: float | None = None
     #: whether :meth:`global_state` needs an overview of the whole image
     needs_overview: bool = False
     #: tiles per call that suit the backend (1 on CPU, more on a GPU)
@@ -52,3 +58,15 @@ class Model(ABC):
 
     def describe(self) -> str:
         return self.name
+
+
+def pad_to_multiple(tiles: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad (N, H, W, C) at the bottom and right by reflection up to multiples of ``multiple``.
+
+    Never with zeros: a network sees a plausible continuation of the picture, not a black edge.
+    """
+    h, w = tiles.shape[1:3]
+    ph, pw = -h % multiple, -w % multiple
+    if not (ph or pw):
+        return tiles
+    return np.pad(tiles, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect" if min(h, w) > max(ph, pw) else "symmetric")

@@ -34,6 +34,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from .aodnet import INPUT_NAME, OUTPUT_NAME, AODNetModel, check_shapes, finish_graph, graph_types
+from ..pending import Then
+from .base import pad_to_multiple
 from .dcp import estimate_airlight
 
 #: (name, in_channels, out_channels, kernel, stride, transposed)
@@ -281,15 +283,6 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
     return box(a) * guide + box(b)
 
 
-def pad_to_align(tiles: np.ndarray, align: int = ALIGN) -> np.ndarray:
-    """Pad (N, H, W, C) at the bottom and right by reflection up to multiples of ``align``."""
-    h, w = tiles.shape[1:3]
-    ph, pw = -h % align, -w % align
-    if not (ph or pw):
-        return tiles
-    return np.pad(tiles, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect" if min(h, w) > max(ph, pw) else "symmetric")
-
-
 class HazeNetModel(AODNetModel):
     """HazeNet in the engine: A from the overview, the network on every tile divided by A.
 
@@ -317,7 +310,7 @@ class HazeNetModel(AODNetModel):
         if "airlight" not in state:
             raise ValueError("hazenet needs state['airlight'] from global_state(overview)")
         airlight = np.asarray(state["airlight"], np.float32).reshape(1, 1, 1, 3)
-        return pad_to_align(np.asarray(tiles, np.float32) / airlight), airlight
+        return pad_to_multiple(np.asarray(tiles, np.float32) / airlight, ALIGN), airlight
 
     def _finish(self, t: np.ndarray, tiles: np.ndarray, airlight: np.ndarray) -> np.ndarray:
         """J from the network's t (refined with the grey tile as guide) and the tile, clipped to [0, 1]."""
@@ -338,17 +331,7 @@ class HazeNetModel(AODNetModel):
 
     def submit(self, tiles: np.ndarray, state: dict[str, Any]):
         x, airlight = self._prepare(tiles, state)
-        return _Finishing(self.runner.submit(x), lambda t: self._finish(t, tiles, airlight))
+        return Then(self.runner.submit(x), lambda t: self._finish(t, tiles, airlight))
 
     def describe(self) -> str:
         return f"hazenet on {self.backend.describe()}"
-
-
-class _Finishing:
-    """A pending backend result that is un-normalised when collected."""
-
-    def __init__(self, pending, finish):
-        self.pending, self.finish = pending, finish
-
-    def result(self) -> np.ndarray:
-        return self.finish(self.pending.result())
