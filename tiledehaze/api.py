@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from .engine import make_plan, restore_bands
+from .engine import log_estimate, make_plan, restore_bands
 from .errors import InputError, OutOfMemory, OutputError
 from .io import ArrayReader, collect, open_image, writer_for
 from .io.atomic import atomic_output
@@ -101,6 +101,7 @@ def restore(image: np.ndarray, *, model: str | Model | None = None, tile: int | 
     reader = ArrayReader(array)
     m = load_model(opts)
     plan = make_plan(reader.info.height, reader.info.width, m, tile=opts.tile, overlap=opts.overlap)
+    log_estimate(m, plan)
     return collect(reader.info, restore_bands(reader, m, plan, batch=opts.batch, progress=progress,
                                               value_range=_value_range(input_range)))
 
@@ -204,6 +205,7 @@ def process_file(src: str | os.PathLike, dst: str | os.PathLike | None = None, *
             writer = writer_for(dst, info, compression=compression, quality=quality, cog=cog)
             m = load_model(opts)
             plan = make_plan(info.height, info.width, m, tile=opts.tile, overlap=opts.overlap)
+            log_estimate(m, plan)
             if on_plan is not None:
                 on_plan(len(plan))
             with atomic_output(dst) as tmp:

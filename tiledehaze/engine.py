@@ -8,11 +8,13 @@ yielded as soon as no later tile can touch them, already converted back to the s
 
 from __future__ import annotations
 
+import logging
 from contextlib import closing
 from typing import Callable, Iterator
 
 import numpy as np
 
+from .errors import ConfigError
 from .io.base import Band, Reader
 from .io.nodata import fill_invalid, restore_invalid
 from .models.base import Model
@@ -21,6 +23,7 @@ from .pixels import ValueRange, from_unit_rgb, input_range, needs_sample, to_uni
 from .plan import TilePlan
 
 Progress = Callable[[int], None]
+log = logging.getLogger(__name__)
 
 
 def default_overlap(halo: int) -> int:
@@ -31,18 +34,65 @@ def default_overlap(halo: int) -> int:
     return 2 * halo + 8
 
 
-def plan_overlap(model: Model, overlap: int | None = None) -> int:
-    """The overlap a plan for ``model`` uses: ``overlap``, or the default for the model's halo."""
-    return default_overlap(model.halo) if overlap is None else overlap
+#: an ``approximate`` model's tiles are feathered across this fraction of the tile side (256 px at 1024):
+#: its image-wide statistics differ a little from tile to tile, and a long ramp hides the change
+APPROXIMATE_RAMP = 0.25
+
+
+def plan_overlap(model: Model, overlap: int | None = None, tile: int | None = 1024) -> int:
+    """The overlap a plan for ``model`` uses: ``overlap``, else the default for its halo and tiling mode."""
+    if overlap is not None:
+        return overlap
+    if model.tiling == "approximate" and tile is not None:
+        return default_overlap(model.halo) + int(tile * APPROXIMATE_RAMP)
+    return default_overlap(model.halo)
 
 
 def make_plan(height: int, width: int, model: Model, *, tile: int | None = 1024,
               overlap: int | None = None) -> TilePlan:
-    """Plan tiles for ``model``; ``tile=None`` means the whole image in one pass."""
-    overlap = plan_overlap(model, overlap)
+    """Plan tiles for ``model``; ``tile=None`` means the whole image in one pass.
+
+    A ``whole`` model always runs in one pass, and refuses images above its ``max_pixels``.
+    """
+    if model.tiling == "whole":
+        check_whole(height, width, model)
+        tile = None
+    overlap = plan_overlap(model, overlap, tile)
     if tile is None:
         tile = max(height, width, overlap + 1)
     return TilePlan(height, width, tile=tile, overlap=overlap, halo=model.halo, align=model.align)
+
+
+def check_whole(height: int, width: int, model: Model) -> None:
+    """Refuse, in one line, an image too large for a model that runs on the whole image at once."""
+    limit = model.max_pixels
+    if limit is not None and height * width > limit:
+        raise ConfigError(f"{model.name} runs on the whole image in one pass (its result depends on every "
+                          f"pixel, so it cannot be tiled) and takes at most {limit / 1e6:g} MP; "
+                          f"this image is {width}x{height} ({height * width / 1e6:g} MP): crop or downscale it")
+
+
+#: models slower than this where they run (MP/s) log an estimate of their time before they start
+SLOW_MP_PER_S = 1.0
+
+
+def log_estimate(model: Model, plan: TilePlan) -> None:
+    """Warn how long a slow model (a heavy network on the CPU) will take on ``plan``, before it starts."""
+    rate = model.expected_mp_per_s
+    if rate is None or rate >= SLOW_MP_PER_S:
+        return
+    work = sum(b - a for a, b in plan.rows) * sum(b - a for a, b in plan.cols) / 1e6
+    log.warning("%s on the CPU: %.1f MP to compute (tiles with their overlap) at about %g MP/s, roughly %s",
+                model.name, work, rate, duration(work / rate))
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` for people: 40 s, 12 min, 3.2 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def scene_state(reader: Reader, model: Model, choice: ValueRange | None = None) -> tuple[ValueRange, dict]:

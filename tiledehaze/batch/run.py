@@ -100,7 +100,7 @@ def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
                         max_pixels=max_pixels, format=format, bands=bands, input_range=input_range, cog=cog)
     # a wrong model, backend or weights file fails every file alike: say so once, up front
     # (in-process runs reuse this cached model)
-    overlap = plan_overlap(load_model(run), run.overlap)  # the model's real overlap, for memory estimates
+    overlap = plan_overlap(load_model(run), run.overlap, run.tile)  # the model's real overlap, for memory estimates
     outdir = Path(outdir).absolute()
     if outdir.exists() and not outdir.is_dir():
         raise OutputError(f"output {outdir} is a file; give a folder for several inputs")

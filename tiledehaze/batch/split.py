@@ -33,7 +33,7 @@ from contextlib import closing, nullcontext
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..engine import make_plan, plan_overlap, restore_bands, scene_state
+from ..engine import log_estimate, make_plan, restore_bands, scene_state
 from ..errors import ConfigError, OutputError, TileDehazeError
 from ..io import TiffReader, TiffWriter, format_of_path, open_image, probe, writer_for
 from ..io.atomic import atomic_output, describe_os_error, write_atomic
@@ -220,7 +220,8 @@ def process_split(src: str | os.PathLike, dst: str | os.PathLike, *, options: Ru
                               "cannot be spread over workers yet; run it without --workers/--scheduler")
         model = load_model(options)
         plan = make_plan(info.height, info.width, model, tile=options.tile, overlap=options.overlap)
-        overlap = plan_overlap(model, options.overlap)
+        log_estimate(model, plan)
+        overlap = plan.overlap
         scene = scene_state(reader, model, value_range)  # once, here: every block gets the same airlight
     out_tile = writer.tile_of(info)
 
