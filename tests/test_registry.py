@@ -136,3 +136,39 @@ def test_info_lists_every_model_with_tiling_halo_speed_and_weights(toy, capsys):
     assert "tiling exact, halo 7 px, CPU fast" in out  # aodnet
     assert f"no weights ship (the authors publish them at {SOURCE})" in out
     assert out.count("weights ship") >= 2 and "needs no weights" in out
+
+
+def test_the_checkpoint_digest_is_in_the_batch_manifest_and_the_eval_report(toy, toy_weights, photo, tmp_path):
+    import hashlib
+    import json
+
+    from tiledehaze.batch import MANIFEST_NAME
+    from tiledehaze.evaluate import evaluate
+
+    digest = hashlib.sha256(toy_weights.read_bytes()).hexdigest()
+    tiledehaze.process_batch([photo], tmp_path / "out", model="toy", weights=toy_weights)
+    lines = [json.loads(line) for line in (tmp_path / "out" / MANIFEST_NAME).read_text().splitlines()]
+    assert [e["weights_sha256"] for e in lines if e["state"] == "done"] == [digest]
+
+    report = evaluate(photo.parent, models=["toy", "dcp"], model_options={"toy": {"weights": toy_weights}},
+                      out_dir=tmp_path / "eval", grids=False)
+    assert report.settings["weights_sha256"] == {"toy": digest, "dcp": None}
+    assert digest in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_the_web_page_offers_a_model_without_shipped_weights_only_when_started_with_it(toy, toy_weights):
+    import warnings
+
+    pytest.importorskip("fastapi", reason="the web extra is not installed (pip install 'tiledehaze[web]')")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        from fastapi.testclient import TestClient
+    from tiledehaze.options import RunOptions
+    from tiledehaze.serve import Settings, create_app
+
+    def offered(options):
+        with TestClient(create_app(Settings(options=options))) as client:
+            return [m["name"] for m in client.get("/api/models").json()["models"]]
+
+    assert "toy" not in offered(RunOptions(model="dcp")) and "dcp" in offered(RunOptions(model="dcp"))
+    assert "toy" in offered(RunOptions(model="toy", weights=toy_weights))

@@ -28,7 +28,8 @@ import numpy as np
 from .dataset import clear_candidates, find_clear, image_files, images_by_stem, read_rgb
 from .errors import ConfigError, InputError, OutputError
 from .io.atomic import atomic_output, write_atomic
-from .models import Model, create_model
+from .models import Model, build_model
+from .options import RunOptions
 from .metrics import (BLOCK, HAZE_PATCH, PSNR_SETTINGS, SMOOTH_STD, SSIM_SETTINGS, block_gain, call_text, haze_score,
                       mean_b_star, psnr, ssim)
 
@@ -216,7 +217,8 @@ def evaluate(hazy_dir: str | Path, clear_dir: str | Path | None = None, *, model
     restore_options = dict(restore_options or {})
     if not models:
         raise ConfigError("give at least one model")
-    created = {name: create_model(name, **model_options.get(name, {})) for name in models}
+    options = {name: RunOptions.create(model=name, **model_options.get(name, {})) for name in models}
+    created = {name: build_model(opts) for name, opts in options.items()}
     pairs = match_pairs(hazy_dir, clear_dir)
     for model in created.values():  # warm up (sessions, caches) so the first image's time is not inflated
         dehaze(model, np.full((64, 64, 3), 0.5, np.float32), **restore_options)
@@ -254,6 +256,7 @@ def evaluate(hazy_dir: str | Path, clear_dir: str | Path | None = None, *, model
     settings = dict(METRIC_SETTINGS, hazy_dir=Path(hazy_dir).name, clear_dir=Path(clear_dir).name if clear_dir else None,
                     crop_clear=list(crop_clear) if crop_clear else None,
                     models={name: m.describe() for name, m in created.items()},
+                    weights_sha256={name: opts.weights_sha256() for name, opts in options.items()},
                     restore_options={k: v for k, v in restore_options.items()})
     report = Report(results, list(models), settings)
     if out is not None:

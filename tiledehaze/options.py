@@ -86,16 +86,28 @@ class RunOptions:
 
     def fingerprint_key(self) -> dict[str, Any]:
         """The options that change the output, as JSON-ready values (weights by content)."""
-        from .models import list_models
-
         extra = dict(self.model_options)
         if self.precision is not None:
             extra["precision"] = self.precision
         model = self.model if isinstance(self.model, str) else self.model.describe()
-        default = next((e.default_weights for e in list_models() if e.name == model), None)
-        return {"model": model, "weights": _weights_digest(self.weights, default),
+        return {"model": model, "weights": _weights_digest(self.weights_path()),
                 "tile": self.tile, "overlap": self.overlap,
                 "options": [[k, v] for k, v in sorted(extra.items()) if k not in RUN_ONLY]}
+
+    def weights_path(self) -> Path | None:
+        """The weights file the model loads: ``weights``, else the registered model's shipped weights."""
+        if self.weights is not None:
+            return Path(self.weights)
+        if not isinstance(self.model, str):
+            return None
+        from .models import model_entry
+
+        return model_entry(self.model).default_weights
+
+    def weights_sha256(self) -> str | None:
+        """SHA-256 of :meth:`weights_path`'s content; ``None`` for a model without weights."""
+        path = self.weights_path()
+        return None if path is None else file_digest(path)
 
     def fingerprint(self) -> str:
         """A short hash of the options that change the output (not backend, threads, batch or device)."""
@@ -144,8 +156,7 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _weights_digest(weights: str | None, default: Path | None) -> str:
-    path = Path(weights) if weights is not None else default
+def _weights_digest(path: Path | None) -> str:
     if path is None:
         return "none"
     try:

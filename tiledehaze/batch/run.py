@@ -101,6 +101,7 @@ def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
     # a wrong model, backend or weights file fails every file alike: say so once, up front
     # (in-process runs reuse this cached model)
     overlap = plan_overlap(load_model(run), run.overlap, run.tile)  # the model's real overlap, for memory estimates
+    weights_sha256 = run.weights_sha256()
     outdir = Path(outdir).absolute()
     if outdir.exists() and not outdir.is_dir():
         raise OutputError(f"output {outdir} is a file; give a folder for several inputs")
@@ -126,7 +127,8 @@ def process_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
                     report.done.append(result)
                     manifest.record([{"output": job.relpath, "state": "done", "source": job.source,
                                       "size": job.size, "mtime_ns": job.mtime_ns, "sha256": job.sha256,
-                                      "settings": key, "output_size": result.output_size,
+                                      "settings": key, "weights_sha256": weights_sha256,
+                                      "output_size": result.output_size,
                                       "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}])
                 else:
                     report.failed.append(result)

@@ -35,6 +35,8 @@ BT601 = np.array([0.299, 0.587, 0.114], np.float32)
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 #: opset of graphs that torch.onnx exports
 EXPORT_OPSET = 17
+#: backends whose shape profiles assume 3 channels
+TENSORRT = ("tensorrt", "onnxruntime-tensorrt")
 
 
 class ExportFailed(BackendUnavailable):
@@ -59,8 +61,7 @@ class TorchNetwork:
 
     def to_onnx(self, precision: str = "fp32", layout: str = "nchw") -> bytes:
         if precision != "fp32":
-            raise ConfigError(f"{self.name} runs on ONNX Runtime in fp32 only; leave --precision out, "
-                              "or use --backend torch-cuda for fp16")
+            raise ExportFailed(f"{self.name} has an ONNX graph in fp32 only; for fp16 use --backend torch-cuda")
         graph = self.onnx_builder(self.module) if self.onnx_builder is not None else self._export()
         return io_named(graph, layout)
 
@@ -133,12 +134,16 @@ class NetworkModel(Model):
         self.name, self.spec, self.checkpoint = name, spec, checkpoint
         self.halo, self.align, self.tiling, self.max_pixels = spec.halo, spec.align, spec.tiling, spec.max_pixels
         self.network = TorchNetwork(name, network, spec, onnx_builder)
+        if options.backend in TENSORRT and spec.channels != 3:
+            raise BackendUnavailable(f"{name} has {spec.channels} channel(s); {options.backend} runs 3-channel networks only")
         try:
             self.backend = create_backend(options.backend, self.network, options)
         except ExportFailed as exc:
             if options.backend != "auto":
                 raise
             log.info("%s; running it on torch", exc)
+            self.backend = create_backend("torch", self.network, options)
+        if self.backend.name in TENSORRT and spec.channels != 3:  # auto: TensorRT profiles are 3-channel
             self.backend = create_backend("torch", self.network, options)
         self.preferred_batch, self.in_flight = self.backend.preferred_batch, self.backend.in_flight
         self.runner = BackoffRunner(self.backend)

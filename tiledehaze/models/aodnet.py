@@ -100,7 +100,8 @@ def check_shapes(weights: dict[str, Any], shapes: dict[str, tuple[int, ...]], so
     out: Weights = {}
     for key, shape in shapes.items():
         if key not in weights:
-            raise ConfigError(f"{source}: not {network} weights (missing {key!r})")
+            raise ConfigError(f"{source}: not {network} weights (missing {key!r}); "
+                              "weights of another network need --model NAME (see tiledehaze info)")
         value = np.asarray(weights[key], dtype=np.float32)
         if value.shape != shape:
             raise ConfigError(f"{source}: {key} has shape {value.shape}, expected {shape}")

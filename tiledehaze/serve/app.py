@@ -161,8 +161,10 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({
             "default": settings.options.model,
             "max_upload_mb": settings.max_upload_mb,
+            # a model whose weights do not ship is offered only when the server was started with it
             "models": [{"name": e.name, "description": e.description, "options": MODEL_OPTIONS.get(e.name, [])}
-                       for e in list_models()],
+                       for e in list_models() if e.ships_weights or not e.spec.weights_source
+                       or e.name == settings.options.model],
         })
 
     @app.post("/api/restore")
