@@ -93,6 +93,21 @@ def test_rgb_network_with_sigmoid_output():
     np.testing.assert_allclose(_model(net, spec).run(rgb[None], {})[0], expected, atol=1e-5)
 
 
+class Constant(torch.nn.Module):
+    def forward(self, x):
+        return torch.full_like(x, 2.0)
+
+
+def test_clamp_limits_the_luma_before_the_chroma_goes_back_and_linear_does_not():
+    rgb = np.array([[[[0.2, 0.4, 0.6]]]], np.float32)
+    y = 0.299 * 0.2 + 0.587 * 0.4 + 0.114 * 0.6
+    spec = dict(colour="luma", channels=1)
+    clamped = _model(Constant(), ModelSpec(**spec, activation="clamp")).run(rgb, {})
+    linear = _model(Constant(), ModelSpec(**spec, activation="linear")).run(rgb, {})
+    np.testing.assert_allclose(clamped[0, 0, 0], [0.2 + 1 - y, 1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(linear[0, 0, 0], [1.0, 1.0, 1.0])
+
+
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_sizes_are_padded_by_reflection_to_the_multiple_and_cropped(backend):
     net = Halves()
@@ -112,6 +127,27 @@ def test_tiles_of_an_exact_network_reproduce_the_whole_image(backend):
     tiled = tiledehaze.restore(img, model=model, tile=48)
     assert np.array_equal(tiled, whole)
     assert not np.array_equal(whole, img)
+
+
+class Blocks(torch.nn.Module):
+    """A 3x3 convolution, then 4x4 blocks mixed: sizes multiples of 4, exact only on 4-aligned tiles."""
+
+    def __init__(self):
+        super().__init__()
+        self.local, self.blocks = Local(3, seed=6), Halves()
+
+    def forward(self, x):
+        return self.blocks(self.local(x))
+
+
+def test_aligned_tiles_of_a_network_that_needs_a_size_multiple_reproduce_the_whole_image():
+    model = _model(Blocks(), ModelSpec(size_multiple=4, align=4, halo=8))
+    img = smooth_image(147, 181, 3, np.uint8, seed=7)  # neither side a multiple of 4: the edge tiles are padded
+    whole = tiledehaze.restore(img, model=model, tile=None)
+    tiled = tiledehaze.restore(img, model=model, tile=64)
+    assert np.array_equal(tiled, whole)
+    shifted = _model(Blocks(), ModelSpec(size_multiple=4, align=1, halo=8))  # origins off the 4 px grid
+    assert not np.array_equal(tiledehaze.restore(img, model=shifted, tile=64), whole)
 
 
 def test_an_onnx_builder_the_network_gives_is_used():

@@ -64,7 +64,8 @@ def restore(image: np.ndarray, *, model: str | Model | None = None, tile: int | 
         ``"auto"`` (the fastest usable), ``"tensorrt"``, ``"torch-cuda"``, ``"onnxruntime-cuda"``,
         ``"onnxruntime"``, ``"torch"`` or ``"onnxruntime-tensorrt"``; see ``tiledehaze info``.
     weights : path, optional
-        AOD-Net weights (safetensors or torch state dict) instead of the shipped ones.
+        The model's weights (safetensors or a torch checkpoint) instead of the shipped ones;
+        required by models whose weights do not ship.
     threads, batch : int, optional
         Inference threads (default: all cores) and tiles per inference call (default: what
         suits the backend).

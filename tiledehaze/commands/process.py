@@ -44,8 +44,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that runs a model."""
     p.add_argument("--model", help=f"model name (default: the network of --weights, else {DEFAULT_MODEL}; "
                                    "see 'tiledehaze info')")
-    p.add_argument("--weights", type=Path, help="weights (.safetensors, or an AOD-Net torch state dict) instead of "
-                                                "the shipped ones")
+    p.add_argument("--weights", type=Path, help="the model's weights (.safetensors or a torch checkpoint) instead of "
+                                                "the shipped ones; needed where none ship")
     p.add_argument("--backend", default="auto",
                    help="auto, tensorrt, torch-cuda, onnxruntime-cuda, onnxruntime, torch or onnxruntime-tensorrt "
                         "(default: auto, the fastest usable; see 'tiledehaze info')")

@@ -108,9 +108,8 @@ def _aodnet(options: RunOptions) -> Model:
 
 
 from . import aodnet as _aod  # noqa: E402
-from .aodnet import DEFAULT_WEIGHTS  # noqa: E402
 
-register_model(ModelEntry("aodnet", _aodnet, "AOD-Net (Li et al. 2017), 1,761 parameters", DEFAULT_WEIGHTS,
+register_model(ModelEntry("aodnet", _aodnet, "AOD-Net (Li et al. 2017), 1,761 parameters", _aod.DEFAULT_WEIGHTS,
                           spec=ModelSpec(activation="linear", halo=_aod.HALO, speed="fast (~7 MP/s)")))
 
 
@@ -138,11 +137,11 @@ def _dcp(options: RunOptions) -> Model:
     return DCPModel(**options.model_kwargs)
 
 
-from .dcp import DCPModel as _DCP  # noqa: E402
+from . import dcp as _dc  # noqa: E402
 
 register_model(ModelEntry("dcp", _dcp, "Dark Channel Prior (He et al. 2009), guided-filter refinement, no weights",
                           options=("patch", "omega", "t0", "top_fraction", "guided_radius", "guided_eps"),
-                          spec=ModelSpec(halo=_DCP().halo, speed="fast (~15 MP/s)")))  # halo at the default options
+                          spec=ModelSpec(halo=_dc.DCPModel().halo, speed="fast (~15 MP/s)")))  # halo at the default options
 
-__all__ = ["DEFAULT_MODEL", "Model", "ModelEntry", "ModelSpec", "build_model", "create_model", "list_models", "model_entry", "register_model",
-           "resolve_model"]
+__all__ = ["DEFAULT_MODEL", "Model", "ModelEntry", "ModelSpec", "build_model", "create_model", "list_models",
+           "model_entry", "register_model", "resolve_model"]

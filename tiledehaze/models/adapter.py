@@ -96,7 +96,8 @@ def io_named(graph: bytes, layout: str) -> bytes:
         raise ConfigError(f"an ONNX graph for the adapter has one input and one output, not "
                           f"{len(g.input)} and {len(g.output)}")
     (inp,), (out,) = g.input, g.output
-    inner_in, inner_out = (f"{INPUT_NAME}.nchw", f"{OUTPUT_NAME}.nchw") if layout == "nhwc" else (INPUT_NAME, OUTPUT_NAME)
+    nhwc = layout == "nhwc"
+    inner_in, inner_out = (f"{INPUT_NAME}.nchw", f"{OUTPUT_NAME}.nchw") if nhwc else (INPUT_NAME, OUTPUT_NAME)
     for node in g.node:
         node.input[:] = [inner_in if n == inp.name else n for n in node.input]
         node.output[:] = [inner_out if n == out.name else n for n in node.output]
@@ -135,7 +136,8 @@ class NetworkModel(Model):
         self.halo, self.align, self.tiling, self.max_pixels = spec.halo, spec.align, spec.tiling, spec.max_pixels
         self.network = TorchNetwork(name, network, spec, onnx_builder)
         if options.backend in TENSORRT and spec.channels != 3:
-            raise BackendUnavailable(f"{name} has {spec.channels} channel(s); {options.backend} runs 3-channel networks only")
+            raise BackendUnavailable(f"{name} has {spec.channels} channel(s); "
+                                     f"{options.backend} runs 3-channel networks only")
         try:
             self.backend = create_backend(options.backend, self.network, options)
         except ExportFailed as exc:
@@ -177,6 +179,8 @@ class NetworkModel(Model):
             y = 1.0 / (1.0 + np.exp(-y))
         elif act == "tanh":
             y = np.tanh(y)
+        elif act == "clamp":
+            y = np.clip(y, low, high)
         if (low, high) != (0.0, 1.0):
             y = (y - np.float32(low)) / np.float32(high - low)
         if luma is not None:

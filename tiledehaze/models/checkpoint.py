@@ -41,15 +41,6 @@ class Checkpoint:
     sha256: str
     path: Path
 
-    def shape(self, key: str, what: str) -> tuple[int, ...]:
-        """The shape of tensor ``key``; a one-line :class:`ConfigError` when there is none.
-
-        For ``from_state_dict`` functions that infer hyper-parameters from shapes.
-        """
-        if key not in self.tensors:
-            raise ConfigError(f"{self.path}: not {what} weights (no tensor {key!r})")
-        return tuple(self.tensors[key].shape)
-
 
 def weights_format(path: Path) -> Literal["safetensors", "torch"]:
     """The format of a weights file, from its content (not its name)."""
