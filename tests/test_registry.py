@@ -3,6 +3,7 @@ halos, weights that ship or must be fetched from the authors, one name per model
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from PIL import Image
 
@@ -117,7 +118,7 @@ def test_approximate_models_get_a_quarter_tile_of_feathered_overlap_on_top_of_th
     assert make_plan(3000, 3000, model, tile=512, overlap=40).overlap == 40  # the user's choice wins
 
 
-def test_whole_image_models_run_in_one_pass_and_refuse_larger_images(toy, toy_weights):
+def test_whole_image_models_run_in_one_pass_and_refuse_larger_images(toy, toy_weights, tmp_path):
     toy("global", tiling="whole", max_pixels=100 * 100)
     model = create_model("global", weights=toy_weights)
     assert len(make_plan(100, 100, model, tile=32)) == 1
@@ -126,6 +127,11 @@ def test_whole_image_models_run_in_one_pass_and_refuse_larger_images(toy, toy_we
     with pytest.raises(ConfigError, match=r"one pass.*at most 0\.01 MP; this image is 101x100 \(0\.0101 MP\)") as err:
         tiledehaze.restore(smooth_image(100, 101, 3, np.uint8), model=model)
     assert "\n" not in str(err.value)
+    tif = tmp_path / "scene.tif"
+    tifffile.imwrite(tif, img, photometric="rgb")
+    with pytest.raises(ConfigError, match="cannot be spread over workers"):
+        tiledehaze.process_file(tif, tmp_path / "out.tif", model="global", weights=toy_weights, workers=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif", "toy.pth"]
 
 
 def test_info_lists_every_model_with_tiling_halo_speed_and_weights(toy, capsys):

@@ -38,6 +38,7 @@ from ..errors import ConfigError, OutputError, TileDehazeError
 from ..io import TiffReader, TiffWriter, format_of_path, open_image, probe, writer_for
 from ..io.atomic import atomic_output, describe_os_error, write_atomic
 from ..io.base import ImageInfo
+from ..models import model_entry
 from ..options import RunOptions, fingerprint
 from ..pipeline import background
 from ..pixels import ValueRange
@@ -219,6 +220,9 @@ def process_split(src: str | os.PathLike, dst: str | os.PathLike, *, options: Ru
             raise ConfigError(f"{dst}: a COG output (asked for, or from an input with overviews or a mask) "
                               "cannot be spread over workers yet; run it without --workers/--scheduler")
         model = load_model(options)
+        if model.tiling == "whole":
+            raise ConfigError(f"{model.name} runs on the whole image in one pass, which cannot be spread over "
+                              "workers; drop --workers/--scheduler")
         plan = make_plan(info.height, info.width, model, tile=options.tile, overlap=options.overlap)
         log_estimate(model, plan)
         overlap = plan.overlap
@@ -305,6 +309,8 @@ def _save_blocks(futures: dict, scratch: Scratch, plan: TilePlan, source: str,
 def splittable(job: Job, settings, split_above: float | None) -> bool:
     """Whether a batch job is a TIFF above ``split_above`` MP written as TIFF (then spread over the workers)."""
     if split_above is None or job.megapixels is None or job.megapixels <= split_above:
+        return False
+    if model_entry(settings.run.model).spec.tiling == "whole":  # one pass: nothing to spread
         return False
     try:
         info = probe(job.source)
