@@ -178,3 +178,14 @@ def test_the_web_page_offers_a_model_without_shipped_weights_only_when_started_w
 
     assert "toy" not in offered(RunOptions(model="dcp")) and "dcp" in offered(RunOptions(model="dcp"))
     assert "toy" in offered(RunOptions(model="toy", weights=toy_weights))
+
+
+def test_a_factory_may_replace_the_spec_for_a_variant(toy, toy_weights):
+    from tiledehaze.options import RunOptions
+
+    options = RunOptions(model="toy", weights=toy_weights, backend="torch")
+    assert load_network("toy", Toy.from_state_dict, options).tiling == "exact"
+    variant = load_network("toy", Toy.from_state_dict, options,
+                           spec=ModelSpec(colour="luma", channels=1, halo=9, tiling="approximate"))
+    assert (variant.tiling, variant.halo) == ("approximate", 9)
+    assert make_plan(2000, 2000, variant, tile=512).overlap == 2 * 9 + 8 + 128
