@@ -72,8 +72,10 @@ def check_whole(height: int, width: int, model: Model) -> None:
                           f"this image is {width}x{height} ({height * width / 1e6:g} MP): crop or downscale it")
 
 
-#: models slower than this where they run (MP/s) log an estimate of their time before they start
+#: models slower than this where they run (MP/s) log an estimate of their time before they start ...
 SLOW_MP_PER_S = 1.0
+#: ... when it is at least this many seconds
+ESTIMATE_ABOVE_S = 5.0
 
 
 def log_estimate(model: Model, plan: TilePlan) -> None:
@@ -82,6 +84,8 @@ def log_estimate(model: Model, plan: TilePlan) -> None:
     if rate is None or rate >= SLOW_MP_PER_S:
         return
     work = sum(b - a for a, b in plan.rows) * sum(b - a for a, b in plan.cols) / 1e6
+    if work / rate < ESTIMATE_ABOVE_S:
+        return
     log.warning("%s on the CPU: %.1f MP to compute (tiles with their overlap) at about %g MP/s, roughly %s",
                 model.name, work, rate, duration(work / rate))
 
