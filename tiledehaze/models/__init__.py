@@ -141,7 +141,8 @@ from . import dcp as _dc  # noqa: E402
 
 register_model(ModelEntry("dcp", _dcp, "Dark Channel Prior (He et al. 2009), guided-filter refinement, no weights",
                           options=("patch", "omega", "t0", "top_fraction", "guided_radius", "guided_eps"),
-                          spec=ModelSpec(halo=_dc.DCPModel().halo, speed="fast (~15 MP/s)")))  # halo at the default options
+                          spec=ModelSpec(halo=_dc.DCPModel().halo,  # at the default options
+                                         speed="fast (~15 MP/s)")))
 
 __all__ = ["DEFAULT_MODEL", "Model", "ModelEntry", "ModelSpec", "build_model", "create_model", "list_models",
            "model_entry", "register_model", "resolve_model"]
