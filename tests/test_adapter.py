@@ -177,6 +177,15 @@ def test_a_network_without_an_onnx_form_runs_on_torch_under_auto_and_is_refused_
     assert "\n" not in str(err.value)
 
 
+def test_fp16_on_the_cpu_is_refused_in_one_line_that_says_what_works():
+    from tiledehaze.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fp16 on a GPU only.*leave --precision out") as err:
+        NetworkModel("toy", Local(1), LUMA, checkpoint=None,
+                     options=RunOptions(model="dcp", backend="auto", precision="fp16", device="cpu"))
+    assert "\n" not in str(err.value)
+
+
 def test_a_slow_model_on_the_cpu_logs_its_time_before_it_starts(caplog):
     model = _model(Local(1), ModelSpec(colour="luma", channels=1, halo=2, speed="slow (~0.005 MP/s)"))
     with caplog.at_level(logging.WARNING, logger="tiledehaze.engine"):

@@ -144,7 +144,11 @@ class NetworkModel(Model):
             if options.backend != "auto":
                 raise
             log.info("%s; running it on torch", exc)
-            self.backend = create_backend("torch", self.network, options)
+            try:
+                self.backend = create_backend("torch", self.network, options)
+            except ConfigError:  # torch on the CPU is fp32 only, and this network has no fp16 ONNX graph either
+                raise ConfigError(f"{name} runs fp16 on a GPU only (--backend torch-cuda); "
+                                  f"leave --precision out on the CPU") from None
         if self.backend.name in TENSORRT and spec.channels != 3:  # auto: TensorRT profiles are 3-channel
             self.backend = create_backend("torch", self.network, options)
         self.preferred_batch, self.in_flight = self.backend.preferred_batch, self.backend.in_flight
