@@ -364,3 +364,15 @@ def to_onnx(network: AECRNet | dict[str, Any]) -> bytes:
     model.ir_version = 9
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+def load_network(path) -> AECRNet:
+    """AECR-Net from any checkpoint the engine reads (the authors' training container, a safetensors file), in eval mode."""
+    from .checkpoint import load_checkpoint
+
+    return AECRNet.from_state_dict(load_checkpoint(path).tensors)
+
+
+def load_weights(path) -> dict[str, np.ndarray]:
+    """The state dict of :func:`load_network` as numpy arrays (what training resumes from)."""
+    return load_network(path).to_numpy()

@@ -4,9 +4,10 @@ A deformable convolution reads each of its ``kh x kw`` taps not on the regular g
 learned, fractional offset from it, interpolated bilinearly, and scales the tap by a learned
 mask. The usual implementations are compiled extensions (DCNv2's CUDA code, torchvision's
 ``deform_conv2d``); torchvision does not import beside every torch build, so this module samples
-with :func:`torch.nn.functional.grid_sample`, one kernel tap at a time (a tap is one
-``grid_sample`` over all channels, then a 1 x 1 contraction with that tap's weights: memory
-stays at one sampled feature map, not ``kh * kw`` of them).
+with :func:`torch.nn.functional.grid_sample` (all taps of a band of output rows in one call)
+and contracts the sampled columns with the kernel in one matrix product. The columns are
+``C * kh * kw`` values per output pixel, so they are built a band of rows at a time, at most
+:data:`COLUMN_BYTES` at once.
 
 Conventions are those of DCNv2, torchvision and ONNX's ``DeformConv`` (opset 19), which agree:
 
@@ -25,6 +26,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+#: the most memory the sampled columns of one band of output rows may take
+COLUMN_BYTES = 64 << 20
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
@@ -56,24 +61,28 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, b
         raise ValueError(f"mask has {mask.shape[1]} channels, expected {groups * taps}")
 
     offset = offset.reshape(n, groups, taps, 2, ho, wo)
-    # regular grid positions of the top-left tap, in pixel coordinates
-    base_y = (torch.arange(ho, dtype=x.dtype, device=x.device) * sh - ph).view(1, 1, ho, 1)
-    base_x = (torch.arange(wo, dtype=x.dtype, device=x.device) * sw - pw).view(1, 1, 1, wo)
-    # one sampling image per (batch, group)
-    source = x.reshape(n * groups, c // groups, h, w)
-    out = x.new_zeros(n, o, ho, wo) if bias is None else bias.view(1, o, 1, 1).expand(n, o, ho, wo).clone()
-    for tap in range(taps):
-        i, j = divmod(tap, kw)
-        y = base_y + i * dh + offset[:, :, tap, 0]  # (N, G, Ho, Wo)
-        xx = base_x + j * dw + offset[:, :, tap, 1]
-        # grid_sample's normalised coordinates (align_corners=False): pixel p -> (2p + 1) / size - 1
-        grid = torch.stack(((2 * xx + 1) / w - 1, (2 * y + 1) / h - 1), dim=-1).reshape(n * groups, ho, wo, 2)
-        sampled = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        sampled = sampled.reshape(n, groups, c // groups, ho, wo)
+    # where every tap samples, in pixel coordinates: the regular grid plus the offsets
+    arange = lambda size: torch.arange(size, dtype=x.dtype, device=x.device)  # noqa: E731
+    tap_y, tap_x = (arange(kh) * dh).repeat_interleave(kw), (arange(kw) * dw).repeat(kh)
+    y = (arange(ho) * sh - ph).view(ho, 1) + tap_y.view(taps, 1, 1) + offset[:, :, :, 0]  # (N, G, taps, Ho, Wo)
+    xx = (arange(wo) * sw - pw).view(1, wo) + tap_x.view(taps, 1, 1) + offset[:, :, :, 1]
+    # grid_sample's normalised coordinates (align_corners=False): pixel p -> (2p + 1) / size - 1
+    grid = torch.stack(((2 * xx + 1) / w - 1, (2 * y + 1) / h - 1), dim=-1)
+    source = x.reshape(n * groups, c // groups, h, w)  # one sampling image per (batch, group)
+    kernel = weight.reshape(o, c * taps)
+    # the sampled columns (C x taps values per output pixel) are built a band of output rows at a time
+    rows = max(1, COLUMN_BYTES // (n * c * taps * wo * x.element_size()))
+    bands = []
+    for r0 in range(0, ho, rows):
+        r1 = min(ho, r0 + rows)
+        cols = F.grid_sample(source, grid[:, :, :, r0:r1].reshape(n * groups, taps * (r1 - r0), wo, 2),
+                             mode="bilinear", padding_mode="zeros", align_corners=False)
+        cols = cols.reshape(n, groups, c // groups, taps, r1 - r0, wo)
         if mask is not None:
-            sampled = sampled * mask[:, tap::taps].reshape(n, groups, 1, ho, wo)
-        out = out + torch.einsum("oc,nchw->nohw", weight[:, :, i, j], sampled.reshape(n, c, ho, wo))
-    return out
+            cols = cols * mask.reshape(n, groups, 1, taps, ho, wo)[..., r0:r1, :]
+        bands.append((kernel @ cols.reshape(n, c * taps, (r1 - r0) * wo)).reshape(n, o, r1 - r0, wo))
+    out = torch.cat(bands, dim=2)
+    return out if bias is None else out + bias.view(1, o, 1, 1)
 
 
 class ModulatedDeformConv2d(nn.Module):

@@ -9,6 +9,8 @@ The loop itself (optimiser, schedule, checkpoints, resume, history) is shared.
   errors of a real image (a global gain and a small per-channel tint), as the engine divides
   by the airlight it estimates from the overview; the loss is L1 (or MSE) on J plus
   ``hazenet.t_weight`` times L1 on the transmission where the true one is known.
+- ``aecrnet``: AECR-Net with the authors' initialisation and their reconstruction loss, L1 on
+  J (their contrastive term needs VGG-19 features, see the README); patches must be multiples of 4.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..models import aodnet, hazenet
+from ..models import aecrnet, aodnet, hazenet
 
 
 def nchw(batch: np.ndarray) -> torch.Tensor:
@@ -49,6 +51,8 @@ class Task:
     loss: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     #: (module, batch arrays) -> predicted clean images (N, H, W, 3)
     predict: Callable[..., np.ndarray]
+    #: patch sides must be multiples of this
+    size_multiple: int = 1
 
 
 # ------------------------------------------------------------------ AOD-Net
@@ -125,7 +129,25 @@ HAZENET = Task("hazenet", hazenet.FORMAT, extras=True, guard=False, losses=("l1"
                init=lambda seed, cfg: hazenet.init_weights(rng=np.random.default_rng([seed, 0x4A2E])),
                load=hazenet.load_weights, loss=_hazenet_loss, predict=_hazenet_predict)
 
-TASKS = {task.name: task for task in (AODNET, HAZENET)}
+
+# ------------------------------------------------------------------ AECR-Net
+
+def _aecrnet_init(seed: int) -> dict[str, np.ndarray]:
+    """The authors' initialisation (torch's layer defaults, zero offsets), from a stream of its own."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed * 7919 + 0xAEC)
+        return aecrnet.AECRNet().to_numpy()
+
+
+def _aecrnet_predict(model, batch) -> np.ndarray:
+    return np.clip(_aodnet_predict(model, batch), 0.0, 1.0)  # the tanh's negative half, clipped as the engine does
+
+
+AECRNET = Task("aecrnet", "tiledehaze-aecrnet-1", extras=False, guard=False, losses=("l1",),
+               module=aecrnet.AECRNet, init=lambda seed, cfg: _aecrnet_init(seed), load=aecrnet.load_weights,
+               loss=_aodnet_loss, predict=_aecrnet_predict, size_multiple=4)
+
+TASKS = {task.name: task for task in (AODNET, HAZENET, AECRNET)}
 
 
 def get_task(cfg: dict[str, Any]) -> Task:
@@ -134,4 +156,7 @@ def get_task(cfg: dict[str, Any]) -> Task:
         raise ConfigError(f"model must be one of {', '.join(TASKS)}, not {cfg['model']!r}")
     if cfg["loss"] not in task.losses or cfg["optim"]["name"] != "adam":
         raise ConfigError(f"{task.name} trains with loss {' or '.join(task.losses)} and optim 'adam'")
+    for key, size in (("patch_size", cfg["patch_size"]), ("data.val_patch_size", cfg["data"]["val_patch_size"])):
+        if int(size) % task.size_multiple:
+            raise ConfigError(f"{task.name} needs {key} a multiple of {task.size_multiple}, not {size}")
     return task
