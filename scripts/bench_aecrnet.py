@@ -39,9 +39,10 @@ def test_weights(tmp: Path) -> Path:
 
 
 def network(weights: Path):
-    from tiledehaze.models.aecrnet import load_network
+    from tiledehaze.models.aecrnet import AECRNet
+    from tiledehaze.models.checkpoint import load_checkpoint
 
-    return load_network(weights)
+    return AECRNet.from_state_dict(load_checkpoint(weights).tensors)
 
 
 def speed(args, weights: Path) -> None:

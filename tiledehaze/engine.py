@@ -59,7 +59,7 @@ def make_plan(height: int, width: int, model: Model, *, tile: int | None = 1024,
         tile = None
     overlap = plan_overlap(model, overlap, tile)
     if tile is None:
-        tile = max(height, width, overlap + 1)
+        tile = max(height, width, overlap + 2 * model.align)  # one tile, which any alignment allows
     return TilePlan(height, width, tile=tile, overlap=overlap, halo=model.halo, align=model.align)
 
 

@@ -144,5 +144,20 @@ register_model(ModelEntry("dcp", _dcp, "Dark Channel Prior (He et al. 2009), gui
                           spec=ModelSpec(halo=_dc.DCPModel().halo,  # at the default options
                                          speed="fast (~15 MP/s)")))
 
+
+def _aecrnet(options: RunOptions) -> Model:
+    from .adapter import load_network
+    from .aecrnet import AECRNet, to_onnx
+
+    return load_network("aecrnet", AECRNet.from_state_dict, options, onnx_builder=to_onnx)
+
+
+# the spec is written out here so that listing models never imports torch (aecrnet.py does)
+register_model(ModelEntry(
+    "aecrnet", _aecrnet, "AECR-Net (Wu et al. 2021), 2.61 M parameters, deformable convolutions; "
+    "channel attention pools the whole tile, so tiles are feathered over a wide overlap",
+    spec=ModelSpec(size_multiple=4, align=4, halo=96, tiling="approximate", speed="very slow (~0.03 MP/s)",
+                   weights_source="https://github.com/GlassyWu/AECR-Net, whose README links them on Baidu Pan")))
+
 __all__ = ["DEFAULT_MODEL", "Model", "ModelEntry", "ModelSpec", "build_model", "create_model", "list_models",
            "model_entry", "register_model", "resolve_model"]

@@ -51,9 +51,6 @@ DECONV_EPS = 1e-5
 DECONV_ITERATIONS = 5
 DECONV_MOMENTUM = 0.1
 DECONV_SAMPLING_STRIDE = 3
-#: where the authors publish trained weights (none ship with tiledehaze)
-WEIGHTS_SOURCE = ("the authors publish AECR-Net weights via https://github.com/GlassyWu/AECR-Net "
-                  "(README, 'Pretrained models'); pass the downloaded file with --weights")
 OPSET = 19
 INPUT_NAME, OUTPUT_NAME = "hazy", "dehazed"
 
@@ -243,13 +240,15 @@ class AECRNet(nn.Module):
 
     @classmethod
     def from_state_dict(cls, tensors: dict[str, torch.Tensor]) -> "AECRNet":
-        """The network a state dict describes (width read from ``down1.1.weight``), loaded exactly, in eval mode."""
-        from .checkpoint import load_exact  # noqa: F401  (the engine's exact loader)
+        """The network a state dict describes (width read from ``down1.1.weight``), loaded exactly, in eval mode.
 
-        width = int(tensors["down1.1.weight"].shape[0]) if "down1.1.weight" in tensors else WIDTH
-        module = cls(width)
+        Anything but the authors' keys and shapes at that width is a one-line :class:`ConfigError`.
+        """
+        from .checkpoint import load_exact
+
+        module = cls(int(tensors["down1.1.weight"].shape[0]))
         load_exact(module, tensors, "AECR-Net")
-        return module.eval()
+        return module
 
     def to_numpy(self) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().float().numpy().copy() for k, v in self.state_dict().items()}
@@ -366,13 +365,9 @@ def to_onnx(network: AECRNet | dict[str, Any]) -> bytes:
     return model.SerializeToString()
 
 
-def load_network(path) -> AECRNet:
-    """AECR-Net from any checkpoint the engine reads (the authors' training container, a safetensors file), in eval mode."""
+def load_weights(path) -> dict[str, np.ndarray]:
+    """AECR-Net weights as numpy arrays from any checkpoint the engine reads (the authors' training
+    container, a safetensors file of ``tiledehaze train``), checked exactly."""
     from .checkpoint import load_checkpoint
 
-    return AECRNet.from_state_dict(load_checkpoint(path).tensors)
-
-
-def load_weights(path) -> dict[str, np.ndarray]:
-    """The state dict of :func:`load_network` as numpy arrays (what training resumes from)."""
-    return load_network(path).to_numpy()
+    return AECRNet.from_state_dict(load_checkpoint(path).tensors).to_numpy()
