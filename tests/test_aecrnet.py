@@ -398,8 +398,14 @@ def test_without_weights_one_line_says_where_the_authors_publish_them(tmp_path):
 
 
 def test_folders_and_eval_run_the_authors_checkpoint(authors_file, state, tmp_path):
-    """``process`` over a folder (the batch path, with its manifest) and ``eval`` take ``--model aecrnet``."""
+    """``process`` over a folder (the batch path, with its manifest) and ``eval`` take ``--model aecrnet``
+    and record the checkpoint's SHA-256."""
+    import hashlib
+    import json
+
     from PIL import Image
+
+    from tiledehaze.batch.manifest import MANIFEST_NAME
 
     from tiledehaze.cli import main
     from tiledehaze.evaluate import evaluate
@@ -414,10 +420,14 @@ def test_folders_and_eval_run_the_authors_checkpoint(authors_file, state, tmp_pa
     first = np.asarray(Image.open(tmp_path / "out" / "0.png")).astype(np.float64)
     want = reference_restore(state, np.asarray(Image.open(tmp_path / "in" / "0.png")).astype(np.float32) / 255)
     assert np.abs(first - np.floor(want * 255 + 0.5)).max() <= 1
+    digest = hashlib.sha256(authors_file.read_bytes()).hexdigest()
+    manifest = [json.loads(line) for line in (tmp_path / "out" / MANIFEST_NAME).read_text().splitlines()]
+    assert [e["weights_sha256"] for e in manifest if e["state"] == "done"] == [digest, digest]
     report = evaluate(tmp_path / "in", models=["aecrnet"], model_options={"aecrnet": {"weights": authors_file}},
                       grids=False)
     runs = [r for r in report.results if r.model == "aecrnet"]
     assert sorted(r.image for r in runs) == ["0", "1"] and all(np.isfinite(r.haze_after) for r in runs)
+    assert report.settings["weights_sha256"] == {"aecrnet": digest}
 
 
 def test_tiles_differ_from_the_whole_image_by_at_most_the_documented_amount(authors_file):

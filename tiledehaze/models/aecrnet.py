@@ -18,7 +18,7 @@ that their training checkpoints load key for key:
   reflection-padded 7 x 7 convolution with a tanh.
 
 Input and output are RGB in [0, 1] (the tanh's negative half is clipped by the engine); height and
-width must be multiples of :data:`SIZE_MULTIPLE`. 2.61 M parameters at width 64, about 0.6 M
+width must be multiples of :data:`SIZE_MULTIPLE`. 2.61 M parameters at width 64, about 0.62 M
 multiply-adds per pixel. The channel attention pools the whole input, so a tile's output depends
 on the entire tile: tiling is approximate (the difference to whole-image output is measured in
 the tests and stated in the README).
