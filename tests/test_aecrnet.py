@@ -99,7 +99,7 @@ def authors_checkpoint(path, state: dict | None = None):
             data = src.read(info.filename)
             pickled = info.filename.endswith("data.pkl")
             if pickled and b"numpy._core.multiarray\nscalar" not in data:
-                raise RuntimeError("torch.save no longer writes numpy 2's scalar name: update this helper")
+                raise RuntimeError("torch.save no longer writes numpy 2's scalar name: update authors_checkpoint")
             respelled = data.replace(b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar")
             dst.writestr(info, respelled if pickled else data)
     Path(modern).unlink()
