@@ -1,0 +1,86 @@
+"""Where HazeNet loses: its transmission, or the airlight-then-transmission design itself?
+
+For every paired set of the quality table it estimates the airlight A as the engine does, then
+compares three transmissions against the one the ground truth implies (per pixel, the least-
+squares t of ``I = J t + A (1 - t)`` for that A):
+
+- **ceiling**: that implied t itself, refined with the same guided filter as HazeNet's: the best
+  any network predicting t for this A could do (PSNR);
+- **DCP** and **HazeNet**: PSNR with their raw transmission refined by that same filter (so DCP here is
+  its transmission only, not the DCP model with its own settings), and the transmission's mean error (bias: positive leaves haze in)
+  and mean absolute error, where t is well defined (J far enough from A).
+
+    python -m scripts.transmission_ceiling --data ../shared/data --evalset runs/evalset --evalset2 runs/evalset2
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from scripts.quality_table import paired_sets
+from tiledehaze.dataset import find_clear, image_files, images_by_stem, read_rgb
+from tiledehaze.metrics import psnr
+from tiledehaze.models.dcp import estimate_airlight
+from tiledehaze.models.hazenet import (DARK_PATCH, GUIDED_EPS, GUIDED_RADIUS, T_MIN, HazeNet, guided_filter,
+                                       load_weights, pad_to_align)
+
+
+def implied_transmission(hazy: np.ndarray, clear: np.ndarray, airlight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The per-pixel least-squares t of the scattering model, and where it is well defined."""
+    d = clear - airlight
+    energy = (d * d).sum(axis=-1)
+    t = ((hazy - airlight) * d).sum(axis=-1) / np.maximum(energy, 1e-6)
+    return np.clip(t, T_MIN, 1.0).astype(np.float32), energy > 0.01
+
+
+def recover(hazy: np.ndarray, airlight: np.ndarray, t: np.ndarray) -> np.ndarray:
+    grey = cv2.cvtColor(hazy, cv2.COLOR_RGB2GRAY)
+    refined = np.clip(guided_filter(grey, t, GUIDED_RADIUS, GUIDED_EPS), T_MIN, 1.0)
+    return np.clip((hazy - airlight) / refined[..., None] + airlight, 0.0, 1.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder holding paired/")
+    parser.add_argument("--evalset", type=Path, required=True)
+    parser.add_argument("--evalset2", type=Path, required=True)
+    parser.add_argument("--weights", type=Path, default=None, help="HazeNet weights (default: the shipped ones)")
+    args = parser.parse_args()
+
+    import torch
+
+    network = HazeNet(load_weights(args.weights), output="t").to_torch().eval()
+    print("| set | hazy | DCP | HazeNet | ceiling | DCP t bias / MAE | HazeNet t bias / MAE |")
+    print("|---|---|---|---|---|---|---|")
+    for label, hazy_dir, clear_dir, crop in paired_sets(args.data, args.evalset, args.evalset2):
+        clear_by_stem = images_by_stem(clear_dir)
+        rows = []
+        for path in image_files(hazy_dir):
+            hazy, clear = read_rgb(path), read_rgb(find_clear(path, clear_by_stem))
+            if crop is not None:  # ground truths with a border, as the quality table crops them
+                top, bottom, left, right = crop
+                clear = clear[top:bottom, left:right]
+            if clear.shape != hazy.shape:
+                clear = cv2.resize(clear, hazy.shape[1::-1], interpolation=cv2.INTER_AREA)
+            airlight = estimate_airlight(hazy, patch=DARK_PATCH)
+            truth, defined = implied_transmission(hazy, clear, airlight)
+            x = pad_to_align((hazy / airlight)[None])
+            with torch.no_grad():
+                t_net = network(torch.from_numpy(x).permute(0, 3, 1, 2))[0, 0].numpy()[: hazy.shape[0], : hazy.shape[1]]
+            dark = cv2.erode((hazy / airlight).min(axis=-1), np.ones((DARK_PATCH, DARK_PATCH), np.uint8))
+            t_dcp = 1.0 - 0.95 * dark
+            errors = [(t - truth)[defined] for t in (t_dcp, t_net)]
+            rows.append([psnr(clear, hazy), psnr(clear, recover(hazy, airlight, t_dcp)),
+                         psnr(clear, recover(hazy, airlight, t_net)), psnr(clear, recover(hazy, airlight, truth)),
+                         *[v for e in errors for v in (e.mean(), np.abs(e).mean())]])
+        m = np.mean(rows, axis=0)
+        print(f"| {label} ({len(rows)}) | {m[0]:.2f} | {m[1]:.2f} | {m[2]:.2f} | {m[3]:.2f} | "
+              f"{m[4]:+.3f} / {m[5]:.3f} | {m[6]:+.3f} / {m[7]:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
