@@ -25,8 +25,9 @@ from scripts.quality_table import paired_sets
 from tiledehaze.dataset import find_clear, image_files, images_by_stem, read_rgb
 from tiledehaze.metrics import psnr
 from tiledehaze.models.dcp import estimate_airlight
-from tiledehaze.models.hazenet import (DARK_PATCH, GUIDED_EPS, GUIDED_RADIUS, T_MIN, HazeNet, guided_filter,
-                                       load_weights, pad_to_align)
+from tiledehaze.models.base import pad_to_multiple
+from tiledehaze.models.hazenet import (ALIGN, DARK_PATCH, GUIDED_EPS, GUIDED_RADIUS, T_MIN, HazeNet, guided_filter,
+                                       load_weights)
 
 
 def implied_transmission(hazy: np.ndarray, clear: np.ndarray, airlight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -68,7 +69,7 @@ def main() -> None:
                 clear = cv2.resize(clear, hazy.shape[1::-1], interpolation=cv2.INTER_AREA)
             airlight = estimate_airlight(hazy, patch=DARK_PATCH)
             truth, defined = implied_transmission(hazy, clear, airlight)
-            x = pad_to_align((hazy / airlight)[None])
+            x = pad_to_multiple((hazy / airlight)[None], ALIGN)
             with torch.no_grad():
                 t_net = network(torch.from_numpy(x).permute(0, 3, 1, 2))[0, 0].numpy()[: hazy.shape[0], : hazy.shape[1]]
             dark = cv2.erode((hazy / airlight).min(axis=-1), np.ones((DARK_PATCH, DARK_PATCH), np.uint8))
