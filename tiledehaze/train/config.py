@@ -82,11 +82,14 @@ DEFAULTS: dict[str, Any] = {
         "airlight_tint": 0.02,
         "t_weight": 0.1,
     },
+    "jpeg": {"quality": 20, "scale": 1.0},
     "log_every": 100,
 }
 
 #: keys that say where and how a run is written, not what it learns (left out of the hash)
 _NOT_HASHED = ("output_dir", "threads", "log_every")
+#: sections that one model alone reads, left out of the hash of the others' configs
+_OWN_SECTIONS = {"hazenet": "hazenet", "jpeg": "srcnn"}
 
 
 def merge(base: dict[str, Any], update: dict[str, Any], path: str = "") -> dict[str, Any]:
@@ -151,8 +154,9 @@ def config_hash(cfg: dict[str, Any]) -> str:
     """First 16 hex digits of the SHA-256 of what the run learns from (paths and threads excluded)."""
     learnt = {k: v for k, v in cfg.items() if k not in _NOT_HASHED}
     # options added later leave the hash of configs that do not use them unchanged
-    if learnt.get("model") != "hazenet":
-        learnt.pop("hazenet", None)
+    for section, model in _OWN_SECTIONS.items():
+        if learnt.get("model") != model:
+            learnt.pop(section, None)
     if not (learnt.get("data") or {}).get("max_side"):
         learnt["data"] = {k: v for k, v in learnt.get("data", {}).items() if k != "max_side"}
     blob = json.dumps(learnt, sort_keys=True, separators=(",", ":"), default=str)

@@ -1,12 +1,14 @@
 """Training data: paired hazy/clear folders, and synthetic pairs made on the fly from clean images.
 
-Both kinds of source hand out float32 RGB patches in [0, 1], laid out (H, W, 3), one
-``sample(rng, epoch)`` at a time. The default clean images are colour photographs bundled with
-scikit-image, which load from the installed package without any network access.
+Both kinds of source hand out float32 patches in [0, 1], laid out (H, W, channels), one
+``sample(rng, epoch)`` at a time: RGB pairs of hazy and clear images, or (for SRCNN) luma pairs
+of a JPEG-degraded and a clean image. The default clean images are colour photographs bundled
+with scikit-image, which load from the installed package without any network access.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
@@ -157,6 +159,45 @@ def split_pairs(pairs: Sequence[tuple[Path, Path]], val_fraction: float, seed: i
 
 # --------------------------------------------------------------------------- sources
 
+@dataclass(frozen=True)
+class JpegDegradation:
+    """The degraded input SRCNN learns to repair: a photograph saved as a low-quality JPEG.
+
+    The clean patch is rounded to 8 bits (it stands for a stored photograph), shrunk by
+    ``scale`` (PIL's bicubic; 1: kept at its size), saved as a JPEG of ``quality`` with PIL's
+    defaults (4:2:0 chroma), decoded, and brought back to its size bicubically. Both are
+    returned as full-range BT.601 luma (H, W, 1), which is what the network sees in the engine.
+    """
+
+    quality: int = 20
+    scale: float = 1.0
+
+    @classmethod
+    def from_dict(cls, cfg: dict) -> "JpegDegradation":
+        out = cls(int(cfg["quality"]), float(cfg["scale"]))
+        if not 1 <= out.quality <= 95 or out.scale < 1.0:
+            raise ConfigError("jpeg.quality must lie in [1, 95] and jpeg.scale be at least 1")
+        return out
+
+    def __call__(self, clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        from PIL import Image
+
+        from ..models.srcnn import luma
+
+        clean8 = np.round(np.clip(clean, 0.0, 1.0) * 255).astype(np.uint8)
+        image = Image.fromarray(clean8)
+        if self.scale > 1.0:
+            small = (max(1, round(image.width / self.scale)), max(1, round(image.height / self.scale)))
+            image = image.resize(small, Image.BICUBIC)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=self.quality)
+        degraded = Image.open(buffer).convert("RGB")
+        if degraded.size != (clean8.shape[1], clean8.shape[0]):
+            degraded = degraded.resize((clean8.shape[1], clean8.shape[0]), Image.BICUBIC)
+        unit = np.float32(1 / 255)
+        return luma(np.asarray(degraded) * unit)[..., None], luma(clean8 * unit)[..., None]
+
+
 class Source(Protocol):
     def sample(self, rng: np.random.Generator, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """One (hazy, clear) patch pair."""
@@ -164,7 +205,8 @@ class Source(Protocol):
 
 @dataclass
 class SyntheticSource:
-    """Hazy/clear patches synthesised on the fly from clean images (with depth maps)."""
+    """Hazy/clear patches synthesised on the fly from clean images (with depth maps), or
+    degraded/clean patches made by ``degrade`` from the clean patch instead of haze."""
 
     images: Sequence[tuple[np.ndarray, np.ndarray]]
     patch: int
@@ -172,10 +214,13 @@ class SyntheticSource:
     aug: AugmentConfig
     #: also hand out the true transmission (H, W) and airlight (3,)
     extras: bool = False
+    degrade: Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]] | None = None
 
     def sample(self, rng: np.random.Generator, epoch: int) -> tuple[np.ndarray, ...]:
         image, depth = self.images[int(rng.integers(len(self.images)))]
         clear, d = patch_for_epoch([image, depth], self.patch, rng, self.aug, epoch, colour=(0,))
+        if self.degrade is not None:
+            return self.degrade(clear, rng)
         if not self.extras:
             hazy, _ = synthesize(clear, rng, self.synth, depth_map=d)
             return hazy, clear
@@ -226,8 +271,11 @@ def fixed_set(source: Source, n: int, seed: int) -> tuple[np.ndarray, ...]:
 
 
 def build_sources(data: dict, synth: SynthConfig, aug: AugmentConfig, *, patch: int, seed: int,
-                  extras: bool = False) -> tuple[Source, Source]:
-    """Training and validation sources from the ``data`` section of a training config."""
+                  extras: bool = False, degrade: Callable | None = None) -> tuple[Source, Source]:
+    """Training and validation sources from the ``data`` section of a training config.
+
+    ``degrade`` (clean patch, rng) -> (input, target) replaces haze synthesis (synthetic source only).
+    """
     kind = data.get("source", "synthetic")
     val_aug = AugmentConfig(from_epoch=10**9, min_brightness=aug.min_brightness, max_tries=aug.max_tries)
     if kind == "synthetic":
@@ -237,10 +285,12 @@ def build_sources(data: dict, synth: SynthConfig, aug: AugmentConfig, *, patch: 
         if not train_names or not val_names:
             raise ConfigError("data: need at least one training image and one validation image")
         side = int(data.get("max_side") or 0)
-        train = SyntheticSource([load_clean(n, side) for n in train_names], patch, synth, aug, extras)
+        train = SyntheticSource([load_clean(n, side) for n in train_names], patch, synth, aug, extras, degrade)
         val = SyntheticSource([load_clean(n, side) for n in val_names], int(data["val_patch_size"]), synth, val_aug,
-                              extras)
+                              extras, degrade)
         return train, val
+    if kind == "paired" and degrade is not None:
+        raise ConfigError("this model makes its degraded inputs from clean images: use data.source 'synthetic'")
     if kind == "paired":
         paired = data.get("paired") or {}
         root = paired.get("root")

@@ -123,7 +123,8 @@ def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: boo
     synth = SynthConfig.from_dict(cfg["synthesis"])
     aug = AugmentConfig.from_dict(cfg["augment"])
     patch = int(cfg["patch_size"])
-    train_src, val_src = build_sources(cfg["data"], synth, aug, patch=patch, seed=seed, extras=task.extras)
+    train_src, val_src = build_sources(cfg["data"], synth, aug, patch=patch, seed=seed, extras=task.extras,
+                                       degrade=task.degrade(cfg) if task.degrade else None)
     val_set = fixed_set(val_src, int(cfg["data"]["val_samples"]), int(cfg["data"]["val_seed"]))
     val_hazy, val_clear = val_set[:2]
     hazy_psnr, hazy_ssim = mean_quality(val_clear, val_hazy)

@@ -5,6 +5,8 @@ true transmission and airlight, computes the loss of one batch and predicts a va
 The loop itself (optimiser, schedule, checkpoints, resume, history) is shared.
 
 - ``aodnet``: the paper's recipe, MSE on J, with the dead-K guard.
+- ``srcnn``: MSE between the restored and the clean luma of JPEG-degraded photographs
+  (:class:`~tiledehaze.train.data.JpegDegradation`, the ``jpeg`` section of the config).
 - ``hazenet``: the input is divided by an airlight that is the true one with the estimation
   errors of a real image (a global gain and a small per-channel tint), as the engine divides
   by the airlight it estimates from the overview; the loss is L1 (or MSE) on J plus
@@ -22,7 +24,8 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..models import aecrnet, aodnet, hazenet
+from ..models import aecrnet, aodnet, hazenet, srcnn
+from .data import JpegDegradation
 
 
 def nchw(batch: np.ndarray) -> torch.Tensor:
@@ -49,10 +52,12 @@ class Task:
     load: Callable[[Any], dict[str, np.ndarray]]
     #: (module, batch arrays, config, rng) -> (loss, the network input for the guard)
     loss: Callable[..., tuple[torch.Tensor, torch.Tensor]]
-    #: (module, batch arrays) -> predicted clean images (N, H, W, 3)
+    #: (module, batch arrays) -> predicted clean images (N, H, W, channels)
     predict: Callable[..., np.ndarray]
     #: patch sides must be multiples of this
     size_multiple: int = 1
+    #: config -> (clean patch, rng) -> (input, target), made instead of haze; None: haze synthesis
+    degrade: Callable[[dict[str, Any]], Callable] | None = None
 
 
 # ------------------------------------------------------------------ AOD-Net
@@ -68,20 +73,29 @@ def aodnet_init(seed: int, std: float = 0.02) -> dict[str, np.ndarray]:
     return aodnet.init_weights(std=std, rng=np.random.default_rng([seed, 0x0A0D]))
 
 
-def _aodnet_loss(model, batch, cfg, rng) -> tuple[torch.Tensor, torch.Tensor]:
+def _image_loss(model, batch, cfg, rng) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss of a network that maps the input image to the clean one (AOD-Net, SRCNN, AECR-Net)."""
     hazy, clear = batch[:2]
     x = nchw(hazy)
     return _pixel_loss(cfg["loss"], model(x), nchw(clear)), x
 
 
-def _aodnet_predict(model, batch) -> np.ndarray:
+def _image_predict(model, batch) -> np.ndarray:
     return model(nchw(batch[0])).permute(0, 2, 3, 1).numpy()
 
 
 AODNET = Task("aodnet", "tiledehaze-aodnet-1", extras=False, guard=True, losses=("mse",),
               module=_aodnet_module,
               init=lambda seed, cfg: aodnet_init(seed, float(cfg["init_std"])),
-              load=aodnet.load_weights, loss=_aodnet_loss, predict=_aodnet_predict)
+              load=aodnet.load_weights, loss=_image_loss, predict=_image_predict)
+
+
+# ------------------------------------------------------------------ SRCNN
+
+SRCNN = Task("srcnn", srcnn.FORMAT, extras=False, guard=False, losses=("mse",),
+             module=srcnn.SRCNN, init=lambda seed, cfg: srcnn.init_weights(seed),
+             load=srcnn.load_weights, loss=_image_loss, predict=_image_predict,
+             degrade=lambda cfg: JpegDegradation.from_dict(cfg["jpeg"]))
 
 
 # ------------------------------------------------------------------ HazeNet
@@ -140,14 +154,14 @@ def _aecrnet_init(seed: int) -> dict[str, np.ndarray]:
 
 
 def _aecrnet_predict(model, batch) -> np.ndarray:
-    return np.clip(_aodnet_predict(model, batch), 0.0, 1.0)  # the tanh's negative half, clipped as the engine does
+    return np.clip(_image_predict(model, batch), 0.0, 1.0)  # the tanh's negative half, clipped as the engine does
 
 
 AECRNET = Task("aecrnet", "tiledehaze-aecrnet-1", extras=False, guard=False, losses=("l1",),
                module=aecrnet.AECRNet, init=lambda seed, cfg: _aecrnet_init(seed), load=aecrnet.load_weights,
-               loss=_aodnet_loss, predict=_aecrnet_predict, size_multiple=4)
+               loss=_image_loss, predict=_aecrnet_predict, size_multiple=4)
 
-TASKS = {task.name: task for task in (AODNET, HAZENET, AECRNET)}
+TASKS = {task.name: task for task in (AODNET, HAZENET, AECRNET, SRCNN)}
 
 
 def get_task(cfg: dict[str, Any]) -> Task:
