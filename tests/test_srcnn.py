@@ -12,24 +12,41 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
+import tiledehaze
+from tiledehaze.cli import main
 from tiledehaze.errors import ConfigError
 from tiledehaze.models import srcnn
+from tiledehaze.models.srcnn_torch import SRCNN
 from tiledehaze.train.data import JpegDegradation
+
+from .images import smooth_image
 
 #: layout -> (conv2 kernel, per-layer padding, numpy padding mode): the seeds' and yjn870/SRCNN-pytorch's
 LAYOUTS = {"9-1-5": (1, (2, 2, 2), "edge"), "9-5-5": (5, (4, 2, 2), "constant")}
 
 
 def authors_state_dict(layout: str, seed: int = 0, channels: int = 1) -> dict[str, torch.Tensor]:
-    """Random weights with the key names and shapes of the authors' definitions (conv1/conv2/conv3)."""
+    """Random weights with the key names and shapes of the authors' definitions (conv1/conv2/conv3).
+
+    He-normal kernels with small biases. Like a trained restorer, the network stays near its
+    input: feature 0 of conv1 and conv2 carries the input's centre tap to conv3, whose other
+    taps are scaled down, so the output follows the image with a random correction of a few percent.
+    """
     k2 = LAYOUTS[layout][0]
     g = torch.Generator().manual_seed(seed)
     shapes = {"conv1": (64, channels, 9, 9), "conv2": (32, 64, k2, k2), "conv3": (channels, 32, 5, 5)}
     out = {}
     for name, shape in shapes.items():
         fan_in = shape[1] * shape[2] * shape[3]
-        out[f"{name}.weight"] = torch.randn(shape, generator=g) * (2.0 / fan_in) ** 0.5
-        out[f"{name}.bias"] = torch.rand(shape[0], generator=g) * 0.1
+        weight = torch.randn(shape, generator=g) * (2.0 / fan_in) ** 0.5
+        if name == "conv3":
+            weight *= 0.1
+        else:
+            weight[0] = 0.0
+        weight[0, 0] = 0.0
+        weight[0, 0, shape[2] // 2, shape[3] // 2] = 1.0
+        out[f"{name}.weight"] = weight
+        out[f"{name}.bias"] = torch.rand(shape[0], generator=g) * 0.02
     return out
 
 
@@ -53,7 +70,7 @@ def test_the_authors_checkpoints_load_and_match_the_reference(tmp_path, layout):
     path = tmp_path / "checkpoint.pth"
     torch.save(state, path)
     weights = srcnn.load_weights(path)
-    module = srcnn.SRCNN.from_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    module = SRCNN.from_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
     assert module.layout.name == layout
     assert module.layout.padding_mode == ("replicate" if layout == "9-1-5" else "zeros")
     y = np.random.default_rng(1).random((1, 37, 52))
@@ -68,7 +85,7 @@ def test_the_authors_checkpoints_load_and_match_the_reference(tmp_path, layout):
 def test_the_halo_is_the_receptive_field_radius(layout, halo):
     """A crop with ``halo`` pixels of context gives the whole image's output inside; one pixel less does not."""
     state = authors_state_dict(layout, seed=2)
-    module = srcnn.SRCNN.from_state_dict(state)
+    module = SRCNN.from_state_dict(state)
     assert module.layout.halo == halo
     y = torch.rand(1, 1, 60, 70, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -83,21 +100,24 @@ def test_a_checkpoint_that_does_not_fit_is_refused_in_one_line_naming_the_keys(t
     state = authors_state_dict("9-1-5")
     broken = {**state, "conv1.bias": torch.zeros(32), "conv4.weight": torch.zeros(1)}
     del broken["conv3.bias"]
+    path = tmp_path / "checkpoint.pth"
+    torch.save(broken, path)
     with pytest.raises(ConfigError) as err:
-        srcnn.SRCNN.from_state_dict(broken, "checkpoint.pth")
+        srcnn.load_weights(path)
     message = str(err.value)
-    assert "\n" not in message and message.startswith("checkpoint.pth: ")
+    assert "\n" not in message and message.startswith(f"{path}: not SRCNN weights: ")
     assert "missing conv3.bias" in message and "unexpected conv4.weight" in message
-    assert "mis-shaped conv1.bias (32,) (expected (64,))" in message
-    with pytest.raises(ConfigError, match="not SRCNN weights"):
-        srcnn.SRCNN.from_state_dict({"enc1.weight": torch.zeros(1)})
-    with pytest.raises(ConfigError, match="NaN or inf"):
-        srcnn.SRCNN.from_state_dict({**state, "conv2.weight": state["conv2.weight"] * float("nan")})
+    assert "conv1.bias is [32], expected [64]" in message
+    with pytest.raises(ConfigError, match="not SRCNN weights: missing conv1.weight"):
+        SRCNN.from_state_dict({"enc1.weight": torch.zeros(1)})
+    torch.save({**state, "conv2.weight": state["conv2.weight"] * float("nan")}, path)
+    with pytest.raises(ConfigError, match="conv2.weight holds NaN or inf"):
+        srcnn.load_weights(path)
 
 
 def test_training_starts_from_the_identity():
     """The first weights copy the input (away from the 2-pixel border the replicate padding moves)."""
-    module = srcnn.SRCNN.from_state_dict({k: torch.from_numpy(v) for k, v in srcnn.init_weights(0).items()})
+    module = SRCNN.from_state_dict({k: torch.from_numpy(v) for k, v in srcnn.init_weights(0).items()})
     y = torch.rand(2, 1, 32, 40, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         out = module(y)
@@ -126,9 +146,63 @@ def test_the_onnx_graph_matches_the_reference(layout):
     import onnxruntime as ort
 
     state = authors_state_dict(layout, seed=5)
-    graph = srcnn.to_onnx(srcnn.SRCNN.from_state_dict(state))
+    graph = srcnn.to_onnx(SRCNN.from_state_dict(state))
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     y = np.random.default_rng(6).random((2, 1, 29, 41)).astype(np.float32)
     out = session.run(None, {session.get_inputs()[0].name: y})[0]
     for n in range(2):
         np.testing.assert_allclose(out[n], reference(state, layout, y[n]), atol=2e-5)
+
+
+def engine_reference(state: dict[str, torch.Tensor], layout: str, rgb: np.ndarray) -> np.ndarray:
+    """What the engine promises: the network on full-range BT.601 luma (studio swing for the 9-5-5
+    port), the chroma kept, so every channel moves by the change of luma; clipped to [0, 1]."""
+    y = np.asarray(rgb, np.float64) @ [0.299, 0.587, 0.114]
+    low, high = (0.0, 1.0) if layout == "9-1-5" else (16 / 255, 235 / 255)
+    restored = (reference(state, layout, (low + (high - low) * y)[None])[0] - low) / (high - low)
+    return np.clip(rgb + (restored - y)[..., None], 0.0, 1.0)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_restore_runs_srcnn_on_luma_keeps_the_chroma_and_tiles_exactly(tmp_path, layout, backend):
+    state = authors_state_dict(layout, seed=7)
+    path = tmp_path / "checkpoint.pth"
+    torch.save(state, path)
+    rgb = 0.1 + 0.8 * smooth_image(90, 118, 3, np.float32, seed=8)
+    expected = engine_reference(state, layout, rgb)
+    change = expected - rgb  # a correction of a few percent, rarely clipped
+    assert 0.005 < np.abs(change).mean() < 0.1 and ((expected <= 0) | (expected >= 1)).mean() < 0.01
+    whole = tiledehaze.restore(rgb, model="srcnn", weights=path, tile=None, backend=backend)
+    tiled = tiledehaze.restore(rgb, model="srcnn", weights=path, tile=40, backend=backend)
+    np.testing.assert_allclose(whole, expected, atol=5e-5)
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+    grey = np.repeat(rgb[..., :1], 3, axis=2)  # grey stays grey
+    out = tiledehaze.restore(grey, model="srcnn", weights=path, tile=40, backend=backend)
+    assert np.abs(out - out[..., :1]).max() < 1e-6
+
+
+def test_the_registry_describes_srcnn_by_the_checkpoint_it_loads(tmp_path):
+    """The shipped layout's spec in the registry; a 9-5-5 port's checkpoint brings its own halo and range."""
+    from tiledehaze.models import model_entry
+
+    spec = model_entry("srcnn").spec
+    assert (spec.colour, spec.channels, spec.tiling, spec.halo) == ("luma", 1, "exact", 6)
+    path = tmp_path / "port.pth"
+    torch.save(authors_state_dict("9-5-5"), path)
+    model = tiledehaze.get_model(model="srcnn", weights=path)
+    assert (model.halo, model.spec.value_range) == (8, (16 / 255, 235 / 255))
+
+
+def test_the_command_line_runs_srcnn_and_finds_it_from_its_weights(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "srcnn.safetensors"
+    save_file(authors_state_dict("9-1-5", seed=9), str(weights))
+    photo = tmp_path / "photo.png"
+    Image.fromarray(smooth_image(64, 80, 3, np.uint8, seed=10)).save(photo)
+    assert main(["process", str(photo), "--weights", str(weights), "-o", str(tmp_path / "a.png"), "-q"]) == 0
+    assert main(["process", str(photo), "--model", "srcnn", "--weights", str(weights),
+                 "-o", str(tmp_path / "b.png"), "-q"]) == 0
+    a, b = (np.asarray(Image.open(tmp_path / name)) for name in ("a.png", "b.png"))
+    assert np.array_equal(a, b) and not np.array_equal(a, np.asarray(Image.open(photo)))

@@ -84,7 +84,11 @@ def resolve_model(name: str | None, weights: str | Path | None = None) -> str:
                 keys = set(f.keys())
         except Exception:  # unreadable: the default model's loader reports it in one line
             return DEFAULT_MODEL
-        return "hazenet" if "enc1.weight" in keys else "aodnet" if "conv1.weight" in keys else DEFAULT_MODEL
+        if "enc1.weight" in keys:
+            return "hazenet"
+        if "conv1.weight" in keys:  # SRCNN has three convolutions, AOD-Net five
+            return "aodnet" if "conv4.weight" in keys else "srcnn"
+        return DEFAULT_MODEL
     return "aodnet" if path.suffix in (".pt", ".pth") else DEFAULT_MODEL  # torch state dicts: AOD-Net's format
 
 
@@ -158,6 +162,22 @@ register_model(ModelEntry(
     "channel attention pools the whole tile, so tiles are feathered over a wide overlap",
     spec=ModelSpec(size_multiple=4, align=4, halo=96, tiling="approximate", speed="very slow (~0.03 MP/s)",
                    weights_source="https://github.com/GlassyWu/AECR-Net, whose README links them on Baidu Pan")))
+
+
+def _srcnn(options: RunOptions) -> Model:
+    from .adapter import load_network
+    from .srcnn import spec_of, to_onnx
+    from .srcnn_torch import SRCNN
+
+    return load_network("srcnn", SRCNN.from_state_dict, options, onnx_builder=to_onnx, spec_of=spec_of)
+
+
+from . import srcnn as _sr  # noqa: E402
+
+register_model(ModelEntry("srcnn", _srcnn, f"SRCNN (Dong et al. 2014), 9-1-5 on luma, trained to remove JPEG "
+                          f"artefacts; {_sr.parameter_count():,} parameters (9-5-5 ports load too)", _sr.DEFAULT_WEIGHTS,
+                          spec=ModelSpec(colour="luma", channels=1, halo=_sr.seeds_layout().halo,
+                                         speed="fast (~1.5 MP/s)")))
 
 __all__ = ["DEFAULT_MODEL", "Model", "ModelEntry", "ModelSpec", "build_model", "create_model", "list_models",
            "model_entry", "register_model", "resolve_model"]

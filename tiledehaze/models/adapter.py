@@ -205,12 +205,14 @@ class NetworkModel(Model):
 
 def load_network(name: str, build: Callable[[dict[str, "torch.Tensor"]], "torch.nn.Module"], options: "RunOptions",
                  *, onnx_builder: Callable[["torch.nn.Module"], bytes] | None = None,
-                 spec: ModelSpec | None = None) -> NetworkModel:
+                 spec: ModelSpec | None = None,
+                 spec_of: Callable[["torch.nn.Module", ModelSpec], ModelSpec] | None = None) -> NetworkModel:
     """The registered network ``name``: its checkpoint (``options.weights``, else the shipped weights)
     loaded, ``build(tensors)`` (a ``from_state_dict``) making the module, on the backend the options ask for.
 
     A registry factory is then one line: ``lambda options: load_network("srcnn", SRCNN.from_state_dict, options)``.
-    ``spec`` replaces the entry's where a model option changes it (a variant that tiles exactly).
+    ``spec`` replaces the entry's where a model option changes it (a variant that tiles exactly);
+    ``spec_of(module, spec)`` then adjusts it to what the checkpoint's layout decides (SRCNN: halo, value range).
     """
     from ..backends import check_backend
     from . import model_entry
@@ -227,7 +229,10 @@ def load_network(name: str, build: Callable[[dict[str, "torch.Tensor"]], "torch.
         if str(ckpt.path) in str(exc):
             raise
         raise ConfigError(f"{ckpt.path}: {exc}") from None
-    return NetworkModel(name, module, spec or entry.spec, checkpoint=ckpt, options=options, onnx_builder=onnx_builder)
+    spec = spec or entry.spec
+    if spec_of is not None:
+        spec = spec_of(module, spec)
+    return NetworkModel(name, module, spec, checkpoint=ckpt, options=options, onnx_builder=onnx_builder)
 
 
 class _Named(dict):

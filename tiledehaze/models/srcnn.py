@@ -2,7 +2,7 @@
 
 Three convolutions: ``conv1`` 9x9 (channels -> 64), ``conv2`` (64 -> 32), ``conv3`` 5x5
 (32 -> channels), ReLU after the first two and a linear output. Two layouts are in use, with
-the same key names; :func:`from_state_dict` tells them apart by the shape of ``conv2``:
+the same key names; :func:`infer_layout` tells them apart by the shape of ``conv2``:
 
 - ``9-1-5``: a 1x1 ``conv2``, every layer padded by 2 pixels with ``replicate`` mode, so that
   ``conv1`` shrinks the map by 4 on each side and the 1x1 ``conv2`` grows it back: the output
@@ -15,26 +15,30 @@ Either way an output pixel depends only on input pixels at most :attr:`Layout.ha
 (6 and 8 pixels) and nothing pools or normalises, so tiles with that much context reproduce
 whole-image inference exactly. The widths (64, 32) and the channels (1 for luma, 3 for RGB
 ports) are read from the tensors' shapes too.
+
+This file needs no torch (the registry imports it); the torch module is in :mod:`.srcnn_torch`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from .srcnn_torch import SRCNN
 
 import numpy as np
-import torch
-from torch import nn
 
 from ..errors import ConfigError
+from .adapter import BT601
+from .checkpoint import load_checkpoint
+from .spec import ModelSpec
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "srcnn.safetensors"
 FORMAT = "tiledehaze-srcnn-1"
 KEYS = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "conv3.weight", "conv3.bias")
-#: full-range BT.601 luma weights (PIL's "L", OpenCV's RGB2GRAY)
-BT601 = np.array([0.299, 0.587, 0.114], np.float32)
 #: the BT.601 studio swing the 9-5-5 port's luma uses, as fractions of 255
 STUDIO_RANGE = (16 / 255, 235 / 255)
 
@@ -63,10 +67,20 @@ class Layout:
         """Receptive-field radius: the sum of the kernels' radii (the paddings only move the border)."""
         return sum(k // 2 for k in self.kernels)
 
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor's name and shape."""
+        sizes = (self.channels, *self.widths, self.channels)
+        out = {}
+        for i, k in enumerate(self.kernels):
+            out[f"conv{i + 1}.weight"] = (sizes[i + 1], sizes[i], k, k)
+            out[f"conv{i + 1}.bias"] = (sizes[i + 1],)
+        return out
+
     @property
     def value_range(self) -> tuple[float, float]:
-        """What the network was trained to see as black and white."""
-        return (0.0, 1.0) if self.padding_mode == "replicate" else STUDIO_RANGE
+        """What the network was trained to see as black and white: studio-swing luma for the
+        one-channel port layout (as yjn870/SRCNN-pytorch), [0, 1] otherwise."""
+        return STUDIO_RANGE if self.padding_mode == "zeros" and self.channels == 1 else (0.0, 1.0)
 
 
 def seeds_layout(channels: int = 1, widths: tuple[int, int] = (64, 32)) -> Layout:
@@ -80,64 +94,21 @@ def port_layout(kernels: tuple[int, int, int] = (9, 5, 5), channels: int = 1,
     return Layout(kernels, tuple(k // 2 for k in kernels), "zeros", channels, widths)
 
 
-class SRCNN(nn.Module):
-    """The three convolutions of :class:`Layout`; input and output are (N, channels, H, W)."""
-
-    def __init__(self, layout: Layout | None = None):
-        super().__init__()
-        self.layout = layout = layout or seeds_layout()
-        sizes = (layout.channels, *layout.widths, layout.channels)
-        for i, (k, p) in enumerate(zip(layout.kernels, layout.padding)):
-            setattr(self, f"conv{i + 1}", nn.Conv2d(sizes[i], sizes[i + 1], k, padding=p,
-                                                    padding_mode=layout.padding_mode))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.conv1(x))
-        x = torch.relu(self.conv2(x))
-        return self.conv3(x)
-
-    def to_numpy(self) -> dict[str, np.ndarray]:
-        return {k: v.detach().cpu().float().numpy().copy() for k, v in self.state_dict().items()}
-
-    @classmethod
-    def from_state_dict(cls, tensors: Mapping[str, torch.Tensor], what: str = "SRCNN weights") -> "SRCNN":
-        """The network these tensors fit (layout inferred from their shapes), with them loaded."""
-        module = cls(infer_layout(tensors, what))
-        load_exact(module, tensors, what)
-        return module.eval()
-
-
-def infer_layout(tensors: Mapping[str, torch.Tensor], what: str = "SRCNN weights") -> Layout:
+def infer_layout(tensors: Mapping[str, Any]) -> Layout:
     """9-1-5 with replicate padding where ``conv2`` is 1x1, else "same" zero padding; widths from the shapes."""
     missing = [k for k in ("conv1.weight", "conv2.weight", "conv3.weight") if k not in tensors]
     if missing:
-        raise ConfigError(f"{what}: not SRCNN weights (missing {', '.join(missing)})")
+        raise ConfigError(f"not SRCNN weights: missing {', '.join(missing)}")
     shapes = [tuple(tensors[f"conv{i}.weight"].shape) for i in (1, 2, 3)]
     if any(len(s) != 4 or s[2] != s[3] or s[2] % 2 == 0 for s in shapes):
-        raise ConfigError(f"{what}: SRCNN kernels must be square and odd, not {shapes}")
+        raise ConfigError(f"not SRCNN weights: kernels must be square and odd, not {shapes}")
     (n1, c, k1, _), (n2, _, k2, _), (_, _, k3, _) = shapes
     if k2 == 1:
         if (k1, k3) != (9, 5):
-            raise ConfigError(f"{what}: a 1x1 conv2 is the 9-1-5 layout, but conv1/conv3 are {k1}x{k1}/{k3}x{k3}")
+            raise ConfigError(f"not SRCNN weights: a 1x1 conv2 is the 9-1-5 layout, but conv1/conv3 are "
+                              f"{k1}x{k1}/{k3}x{k3}")
         return seeds_layout(c, (n1, n2))
     return port_layout((k1, k2, k3), c, (n1, n2))
-
-
-def load_exact(module: nn.Module, tensors: Mapping[str, torch.Tensor], what: str) -> None:
-    """Exactly the module's keys and shapes, finite, or one line saying what differs."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    shaped = [f"{k} {tuple(tensors[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
-              if k in tensors and tuple(tensors[k].shape) != tuple(v.shape)]
-    problems = [f"{label} {', '.join(items)}" for label, items in
-                (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped)) if items]
-    if problems:
-        raise ConfigError(f"{what}: {'; '.join(problems)}")
-    bad = [k for k in expected if not torch.isfinite(torch.as_tensor(tensors[k])).all()]
-    if bad:
-        raise ConfigError(f"{what}: {', '.join(bad)} hold NaN or inf")
-    module.load_state_dict({k: torch.as_tensor(v).float() for k, v in tensors.items()})
 
 
 def init_weights(seed: int = 0, layout: Layout | None = None) -> dict[str, np.ndarray]:
@@ -151,10 +122,8 @@ def init_weights(seed: int = 0, layout: Layout | None = None) -> dict[str, np.nd
     """
     layout = layout or seeds_layout()
     rng = np.random.default_rng([seed, 0x5C2])
-    module = SRCNN(layout)
     weights = {}
-    for name, tensor in module.state_dict().items():
-        shape = tuple(tensor.shape)
+    for name, shape in layout.shapes().items():
         if name.endswith(".bias"):
             weights[name] = np.zeros(shape, np.float32)
             continue
@@ -172,20 +141,28 @@ def init_weights(seed: int = 0, layout: Layout | None = None) -> dict[str, np.nd
 
 
 def load_weights(path: str | Path | None = None) -> dict[str, np.ndarray]:
-    """SRCNN weights from safetensors or a torch state dict, checked; numpy arrays."""
-    from .aodnet import read_weights
+    """SRCNN weights from safetensors or a torch file (any official container), checked; numpy arrays."""
+    from .srcnn_torch import SRCNN
 
-    path = Path(path) if path is not None else DEFAULT_WEIGHTS
-    raw = read_weights(path)
-    module = SRCNN.from_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in raw.items()}, str(path))
-    return module.to_numpy()
+    ckpt = load_checkpoint(path if path is not None else DEFAULT_WEIGHTS)
+    try:
+        return SRCNN.from_state_dict(ckpt.tensors).to_numpy()
+    except ConfigError as exc:
+        raise ConfigError(f"{ckpt.path}: {exc}") from None
+
+
+def spec_of(module: "SRCNN", base: ModelSpec) -> ModelSpec:
+    """``base`` (the registered spec) with what this checkpoint's layout decides: halo, value range, colour."""
+    layout = module.layout
+    colour = "luma" if layout.channels == 1 else "rgb"
+    return replace(base, colour=colour, channels=layout.channels, halo=layout.halo, value_range=layout.value_range)
 
 
 def parameter_count(layout: Layout | None = None) -> int:
-    return sum(p.numel() for p in SRCNN(layout).parameters())
+    return sum(int(np.prod(shape)) for shape in (layout or seeds_layout()).shapes().values())
 
 
-def to_onnx(module: SRCNN, *, opset: int = 17) -> bytes:
+def to_onnx(module: "SRCNN", *, opset: int = 17) -> bytes:
     """The ONNX graph of ``module``: (batch, channels, height, width) in and out, all but channels dynamic.
 
     Replicate padding is an ONNX ``Pad`` in ``edge`` mode before each convolution; zero padding

@@ -180,11 +180,16 @@ class JpegDegradation:
         return out
 
     def __call__(self, clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        from PIL import Image
-
         from ..models.srcnn import luma
 
         clean8 = np.round(np.clip(clean, 0.0, 1.0) * 255).astype(np.uint8)
+        unit = np.float32(1 / 255)
+        return luma(self.degrade(clean8) * unit)[..., None], luma(clean8 * unit)[..., None]
+
+    def degrade(self, clean8: np.ndarray) -> np.ndarray:
+        """The degraded version of an 8-bit RGB image (H, W, 3), 8-bit RGB of the same size."""
+        from PIL import Image
+
         image = Image.fromarray(clean8)
         if self.scale > 1.0:
             small = (max(1, round(image.width / self.scale)), max(1, round(image.height / self.scale)))
@@ -194,8 +199,7 @@ class JpegDegradation:
         degraded = Image.open(buffer).convert("RGB")
         if degraded.size != (clean8.shape[1], clean8.shape[0]):
             degraded = degraded.resize((clean8.shape[1], clean8.shape[0]), Image.BICUBIC)
-        unit = np.float32(1 / 255)
-        return luma(np.asarray(degraded) * unit)[..., None], luma(clean8 * unit)[..., None]
+        return np.asarray(degraded)
 
 
 class Source(Protocol):

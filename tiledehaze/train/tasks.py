@@ -25,6 +25,7 @@ import torch
 
 from ..errors import ConfigError
 from ..models import aecrnet, aodnet, hazenet, srcnn
+from ..models.srcnn_torch import SRCNN as SRCNNModule
 from .data import JpegDegradation
 
 
@@ -93,7 +94,7 @@ AODNET = Task("aodnet", "tiledehaze-aodnet-1", extras=False, guard=True, losses=
 # ------------------------------------------------------------------ SRCNN
 
 SRCNN = Task("srcnn", srcnn.FORMAT, extras=False, guard=False, losses=("mse",),
-             module=srcnn.SRCNN, init=lambda seed, cfg: srcnn.init_weights(seed),
+             module=SRCNNModule, init=lambda seed, cfg: srcnn.init_weights(seed),
              load=srcnn.load_weights, loss=_image_loss, predict=_image_predict,
              degrade=lambda cfg: JpegDegradation.from_dict(cfg["jpeg"]))
 
