@@ -206,3 +206,50 @@ def test_the_command_line_runs_srcnn_and_finds_it_from_its_weights(tmp_path, cap
                  "-o", str(tmp_path / "b.png"), "-q"]) == 0
     a, b = (np.asarray(Image.open(tmp_path / name)) for name in ("a.png", "b.png"))
     assert np.array_equal(a, b) and not np.array_equal(a, np.asarray(Image.open(photo)))
+
+
+def test_a_srcnn_run_learns_from_jpeg_degraded_luma_and_its_weights_run_in_the_engine(tiny_config, tmp_path):
+    from tiledehaze.models.aodnet import read_metadata
+    from tiledehaze.train import config_hash, train
+
+    result = train(tiny_config("model=srcnn"), out_dir=tmp_path / "q20")
+    meta = read_metadata(tmp_path / "q20" / "last.safetensors")
+    assert meta["format"] == "tiledehaze-srcnn-1" and meta["config_hash"] == result.config_hash
+    model = tiledehaze.get_model("srcnn", weights=tmp_path / "q20" / "last.safetensors")
+    assert (model.spec.colour, model.halo) == ("luma", 6)
+    # the jpeg section makes the inputs: a higher quality leaves less to repair
+    lighter = train(tiny_config("model=srcnn", "jpeg.quality=90", "num_epochs=1"), out_dir=tmp_path / "q90")
+    assert lighter.hazy_psnr > result.hazy_psnr + 3
+    assert config_hash(tiny_config("model=srcnn", "jpeg.quality=90")) != result.config_hash
+    assert config_hash(tiny_config("jpeg.quality=90")) == config_hash(tiny_config())  # AOD-Net ignores it
+    with pytest.raises(ConfigError, match="data.source 'synthetic'"):
+        train(tiny_config("model=srcnn", "data.source=paired", "data.paired.root=."), out_dir=tmp_path / "p")
+
+
+def test_batches_and_eval_run_srcnn_with_the_checkpoint_digest(tmp_path):
+    import hashlib
+    import json
+
+    from tiledehaze.batch.manifest import MANIFEST_NAME
+    from tiledehaze.evaluate import evaluate
+
+    weights = tmp_path / "checkpoint.pth"
+    torch.save(authors_state_dict("9-1-5", seed=11), weights)
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    clean, degraded = tmp_path / "clean", tmp_path / "degraded"
+    clean.mkdir()
+    degraded.mkdir()
+    for i in range(2):
+        image = smooth_image(48, 64, 3, np.uint8, seed=20 + i)
+        Image.fromarray(image).save(clean / f"{i}.png")
+        Image.fromarray(JpegDegradation(20).degrade(image)).save(degraded / f"{i}.png")
+    report = tiledehaze.process_batch([degraded], tmp_path / "out", model="srcnn", weights=weights)
+    assert len(report.done) == 2
+    for i in range(2):
+        expected = tiledehaze.restore(np.asarray(Image.open(degraded / f"{i}.png")), model="srcnn", weights=weights)
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / f"{i}.png")), expected)
+    manifest = (tmp_path / "out" / MANIFEST_NAME).read_text()
+    assert [json.loads(line)["weights_sha256"] for line in manifest.splitlines() if '"done"' in line] == [digest] * 2
+    scores = evaluate(degraded, clean, models=["srcnn"], model_options={"srcnn": {"weights": weights}}, grids=False)
+    assert scores.settings["weights_sha256"] == {"srcnn": digest}
+    assert np.isfinite(scores.summary()["srcnn"]["psnr"])

@@ -25,20 +25,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-if TYPE_CHECKING:
-    from .srcnn_torch import SRCNN
-
 import numpy as np
 
 from ..errors import ConfigError
-from .adapter import BT601
+from .adapter import BT601, INPUT_NAME, OUTPUT_NAME
 from .checkpoint import load_checkpoint
 from .spec import ModelSpec
+
+if TYPE_CHECKING:
+    from .srcnn_torch import SRCNN
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "srcnn.safetensors"
 FORMAT = "tiledehaze-srcnn-1"
-KEYS = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "conv3.weight", "conv3.bias")
 #: the BT.601 studio swing the 9-5-5 port's luma uses, as fractions of 255
 STUDIO_RANGE = (16 / 255, 235 / 255)
 
@@ -170,8 +169,6 @@ def to_onnx(module: "SRCNN", *, opset: int = 17) -> bytes:
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-
-    from .aodnet import INPUT_NAME, OUTPUT_NAME
 
     layout = module.layout
     inits = [numpy_helper.from_array(v, k) for k, v in module.to_numpy().items()]
