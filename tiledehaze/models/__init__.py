@@ -177,7 +177,7 @@ from . import srcnn as _sr  # noqa: E402
 register_model(ModelEntry("srcnn", _srcnn, f"SRCNN (Dong et al. 2014), 9-1-5 on luma, trained to remove JPEG "
                           f"artefacts; {_sr.parameter_count():,} parameters (9-5-5 ports load too)", _sr.DEFAULT_WEIGHTS,
                           spec=ModelSpec(colour="luma", channels=1, halo=_sr.seeds_layout().halo,
-                                         speed="fast (~1.5 MP/s)")))
+                                         speed="fast (~2.5 MP/s)")))
 
 __all__ = ["DEFAULT_MODEL", "Model", "ModelEntry", "ModelSpec", "build_model", "create_model", "list_models",
            "model_entry", "register_model", "resolve_model"]
