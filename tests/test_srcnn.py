@@ -197,15 +197,18 @@ def test_the_registry_describes_srcnn_by_the_checkpoint_it_loads(tmp_path):
 def test_the_command_line_runs_srcnn_and_finds_it_from_its_weights(tmp_path, capsys):
     from safetensors.torch import save_file
 
-    weights = tmp_path / "srcnn.safetensors"
-    save_file(authors_state_dict("9-1-5", seed=9), str(weights))
+    state = authors_state_dict("9-1-5", seed=9)
+    weights, seeds_file = tmp_path / "srcnn.safetensors", tmp_path / "checkpoint.pth"
+    save_file(state, str(weights))
+    torch.save(state, seeds_file)  # the seeds' own file: a bare state dict
     photo = tmp_path / "photo.png"
     Image.fromarray(smooth_image(64, 80, 3, np.uint8, seed=10)).save(photo)
     assert main(["process", str(photo), "--weights", str(weights), "-o", str(tmp_path / "a.png"), "-q"]) == 0
     assert main(["process", str(photo), "--model", "srcnn", "--weights", str(weights),
                  "-o", str(tmp_path / "b.png"), "-q"]) == 0
-    a, b = (np.asarray(Image.open(tmp_path / name)) for name in ("a.png", "b.png"))
-    assert np.array_equal(a, b) and not np.array_equal(a, np.asarray(Image.open(photo)))
+    assert main(["process", str(photo), "--weights", str(seeds_file), "-o", str(tmp_path / "c.png"), "-q"]) == 0
+    a, b, c = (np.asarray(Image.open(tmp_path / name)) for name in ("a.png", "b.png", "c.png"))
+    assert np.array_equal(a, b) and np.array_equal(a, c) and not np.array_equal(a, np.asarray(Image.open(photo)))
 
 
 def test_a_srcnn_run_learns_from_jpeg_degraded_luma_and_its_weights_run_in_the_engine(tiny_config, tmp_path):
@@ -272,3 +275,10 @@ def test_the_shipped_weights_come_from_the_shipped_recipe_and_repair_a_held_out_
     reference = srcnn.luma(clean8 / 255)
     # measured 29.64 -> 29.82 dB on this photograph (a model that changes nothing gains 0)
     assert psnr(reference, srcnn.luma(restored8 / 255)) > psnr(reference, srcnn.luma(degraded8 / 255)) + 0.1
+
+
+def test_export_says_in_one_line_that_it_does_not_cover_srcnn(tmp_path, capsys):
+    assert main(["export", "--weights", str(srcnn.DEFAULT_WEIGHTS), "--onnx", str(tmp_path / "srcnn.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "holds SRCNN weights; export covers AOD-Net and HazeNet" in err
+    assert not (tmp_path / "srcnn.onnx").exists()

@@ -69,27 +69,39 @@ def build_model(options: RunOptions) -> Model:
 def resolve_model(name: str | None, weights: str | Path | None = None) -> str:
     """The model to run: ``name`` if given, else the network ``weights`` belong to, else :data:`DEFAULT_MODEL`.
 
-    So ``--weights aodnet.safetensors`` alone runs AOD-Net, as it did before HazeNet became the default.
+    So ``--weights aodnet.safetensors`` alone runs AOD-Net, as it did before HazeNet became the default, and
+    ``--weights checkpoint.pth`` alone runs SRCNN when the file holds SRCNN's tensors.
     """
     if name is not None:
         return name
     if weights is None:
         return DEFAULT_MODEL
     path = Path(weights)
-    if path.suffix == ".safetensors" and path.is_file():
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="numpy") as f:
-                keys = set(f.keys())
-        except Exception:  # unreadable: the default model's loader reports it in one line
-            return DEFAULT_MODEL
-        if "enc1.weight" in keys:
-            return "hazenet"
-        if "conv1.weight" in keys:  # SRCNN has three convolutions, AOD-Net five
-            return "aodnet" if "conv4.weight" in keys else "srcnn"
+    if path.suffix not in (".safetensors", ".pt", ".pth") or not path.is_file():
         return DEFAULT_MODEL
-    return "aodnet" if path.suffix in (".pt", ".pth") else DEFAULT_MODEL  # torch state dicts: AOD-Net's format
+    keys = _weight_keys(path)
+    if keys is None:  # unreadable: the loader of the file's usual model reports it in one line
+        return "aodnet" if path.suffix in (".pt", ".pth") else DEFAULT_MODEL
+    if "enc1.weight" in keys:
+        return "hazenet"
+    if "conv1.weight" in keys:  # SRCNN has three convolutions, AOD-Net five
+        return "aodnet" if "conv4.weight" in keys else "srcnn"
+    return DEFAULT_MODEL
+
+
+def _weight_keys(path: Path) -> set[str] | None:
+    """The tensor names of a weights file (torch files need torch); ``None`` where they cannot be read."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="numpy") as f:
+                return set(f.keys())
+        from .checkpoint import load_checkpoint
+
+        return set(load_checkpoint(path).tensors)
+    except Exception:
+        return None
 
 
 def create_model(name: str | None = None, **options) -> Model:

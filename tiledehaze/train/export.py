@@ -30,6 +30,9 @@ def network_of(weights: dict[str, np.ndarray], source: str):
     these weights belong to, recognised by their names."""
     if "enc1.weight" in weights:
         return hazenet.HazeNet(hazenet.check_weights(weights, source))
+    if "conv1.weight" in weights and "conv4.weight" not in weights:
+        raise ConfigError(f"{source} holds SRCNN weights; export covers AOD-Net and HazeNet (tiledehaze builds "
+                          "SRCNN's ONNX graph from its weights when it runs)")
     return aodnet.AODNet(aodnet.check_weights(weights, source))
 
 
