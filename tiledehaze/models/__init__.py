@@ -84,9 +84,12 @@ def resolve_model(name: str | None, weights: str | Path | None = None) -> str:
         return "aodnet" if path.suffix in (".pt", ".pth") else DEFAULT_MODEL
     if "enc1.weight" in keys:
         return "hazenet"
-    if "conv1.weight" in keys:  # SRCNN has three convolutions, AOD-Net five
-        return "aodnet" if "conv4.weight" in keys else "srcnn"
-    return DEFAULT_MODEL
+    if keys == _SRCNN_KEYS:  # three convolutions; AOD-Net's five have the same names
+        return "srcnn"
+    return "aodnet" if "conv1.weight" in keys else DEFAULT_MODEL
+
+
+_SRCNN_KEYS = {f"conv{i}.{kind}" for i in (1, 2, 3) for kind in ("weight", "bias")}
 
 
 def _weight_keys(path: Path) -> set[str] | None:
