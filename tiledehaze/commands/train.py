@@ -26,9 +26,9 @@ _FLAGS = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("train", help="train AOD-Net or HazeNet on synthetic or paired hazy data",
-                              description="Train the model a YAML config names (model: aodnet or hazenet); any key can be "
-                                          "overridden.")
+    p = subparsers.add_parser("train", help="train a model on synthetic or paired data (hazy, or JPEG-degraded for SRCNN)",
+                              description="Train the model a YAML config names (model: aodnet, hazenet, aecrnet or srcnn); "
+                                          "any key can be overridden.")
     p.add_argument("--config", help="YAML config (default: the built-in defaults, as in configs/aodnet.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.lr=3e-4 (repeatable)")
