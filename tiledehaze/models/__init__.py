@@ -103,7 +103,7 @@ def _weight_keys(path: Path) -> set[str] | None:
         from .checkpoint import load_checkpoint
 
         return set(load_checkpoint(path).tensors)
-    except Exception:
+    except Exception:  # unreadable, unsafe or no torch: the loader of the model run says why in one line
         return None
 
 
