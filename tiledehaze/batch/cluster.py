@@ -88,9 +88,11 @@ def dask_client(*, workers: int | None, scheduler: str | None, threads: int | No
     from distributed import Client, LocalCluster
 
     cluster = None
-    # the scheduler and nanny log every start and stop at INFO; keep them for -vv only
-    dask_log = logging.getLogger("distributed")
-    dask_log.setLevel(logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.ERROR)
+    # the scheduler and nanny log every start and stop at INFO, and the client warns of keys it
+    # could not gather while a Ctrl-C shuts the workers down; keep them for -vv only (dask's own
+    # logging config gives distributed.client a level of its own, so it is set too)
+    for name in ("distributed", "distributed.client"):
+        logging.getLogger(name).setLevel(logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.ERROR)
     with dask.config.set({
         # keep glibc's adaptive mmap threshold: a fixed trim threshold makes every large
         # temporary a fresh mmap, which halves inference speed (see FIELD-NOTES)
@@ -119,6 +121,13 @@ def dask_client(*, workers: int | None, scheduler: str | None, threads: int | No
             label = f"{workers} dask worker{'s' if workers > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
     try:
         yield client, label, threads
+    except BaseException:
+        # Ctrl-C or a failure tears the cluster down in mid-task: what the scheduler and its
+        # connections say about the keys it loses is not the user's concern (-vv keeps it)
+        if not log.isEnabledFor(logging.DEBUG):
+            for name in ("distributed", "distributed.client", "distributed.scheduler", "tornado"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
+        raise
     finally:
         client.close()
         if cluster is not None:
