@@ -194,5 +194,36 @@ register_model(ModelEntry("srcnn", _srcnn, f"SRCNN (Dong et al. 2014), 9-1-5 on 
                           spec=ModelSpec(colour="luma", channels=1, halo=_sr.seeds_layout().halo,
                                          speed="fast (~2.5 MP/s)")))
 
+
+#: where the authors publish HINet weights (none ship with tiledehaze)
+HINET_WEIGHTS = ("the 'pretrained model' links of https://github.com/megvii-model/HINet (SIDD 1x and 0.5x, GoPro, "
+                 "REDS, Rain13k)")
+
+
+def _hinet(name: str, local: bool) -> Callable[[RunOptions], Model]:
+    def factory(options: RunOptions) -> Model:
+        from .adapter import load_network
+        from .hinet import DEFAULT_BASE_SIZE, from_state_dict, no_onnx, spec_for
+
+        base_size = options.model_kwargs.get("base_size", DEFAULT_BASE_SIZE) if local else None
+        return load_network(name, lambda tensors: from_state_dict(tensors, base_size=base_size), options,
+                            spec_of=spec_for, onnx_builder=no_onnx if local else None)
+    return factory
+
+
+# Halos of the published depth-5 layout; the loaded checkpoint sets its own (tiledehaze.models.hinet.spec_for).
+for _local, _sigmoid in ((False, False), (True, False), (False, True), (True, True)):
+    _name = "hinet" + "-tlc" * _local + "-sigmoid" * _sigmoid
+    register_model(ModelEntry(
+        _name, _hinet(_name, _local),
+        "HINet (Chen et al. 2021), the authors' checkpoints, "
+        + ("TLC's local statistics (tiles exact)" if _local else "instance normalisation (tiles approximate)")
+        + (", sigmoid output (the contest variant)" if _sigmoid else ""),
+        options=("base_size",) if _local else (),
+        spec=ModelSpec(activation="sigmoid" if _sigmoid else "clamp", size_multiple=16, align=16,
+                       halo=1016 if _local else 248, tiling="exact" if _local else "approximate",
+                       speed="very slow (~0.01 MP/s)", weights_source=HINET_WEIGHTS)))
+
+
 __all__ = ["DEFAULT_MODEL", "Model", "ModelEntry", "ModelSpec", "build_model", "create_model", "list_models",
            "model_entry", "register_model", "resolve_model"]

@@ -28,12 +28,15 @@ most :func:`receptive_radius` away, so tiles reproduce whole-image inference exa
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from .checkpoint import load_exact
+from .spec import ModelSpec
 
 #: TLC's reference input side: a window of ``base_size`` at full resolution is
 #: ``(TRAIN_SIZE >> level) * base_size // TRAIN_SIZE`` pixels at ``level``, as TLC computes it
@@ -42,8 +45,6 @@ TRAIN_SIZE = 256
 DEFAULT_BASE_SIZE = 384
 SLOPE = 0.2
 EPS = 1e-5
-WEIGHTS_SOURCE = ("the authors publish HINet checkpoints (SIDD 1x and 0.5x, GoPro, REDS, Rain13k) through the "
-                  "'pretrained model' links of https://github.com/megvii-model/HINet; pass one with --weights")
 
 
 def window_at(level: int, base_size: int) -> int:
@@ -55,15 +56,16 @@ def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
     """Mean over a ``window`` x ``window`` box around each pixel, the box kept inside the image.
 
     A box that would cross the border is shifted inside it (TLC pads its valid-window means by
-    replication, which is the same); an axis shorter than the window is averaged whole. Each mean
-    is summed on its own (no running sums), so a pixel's value does not depend on where the tile
-    it was computed in starts.
+    replication, which is the same); an axis shorter than the window is averaged whole. The sums
+    come from an integral image in float64, so that a pixel's mean does not depend, beyond
+    float32 rounding, on where the tile it was computed in starts.
     """
     h, w = x.shape[-2:]
     kh, kw = min(h, window), min(w, window)
-    m = F.avg_pool2d(F.avg_pool2d(x, (kh, 1), stride=1), (1, kw), stride=1)
+    s = F.pad(x.double().cumsum(-1).cumsum(-2), (1, 0, 1, 0))
+    sums = s[..., kh:, kw:] - s[..., :-kh, kw:] - s[..., kh:, :-kw] + s[..., :-kh, :-kw]
     pad = ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)
-    return F.pad(m, pad, mode="replicate")
+    return F.pad((sums / (kh * kw)).to(x.dtype), pad, mode="replicate")
 
 
 class HalfNorm(nn.Module):
@@ -262,25 +264,29 @@ def infer_layout(tensors: Mapping[str, torch.Tensor]) -> dict[str, object]:
     return {"width": int(first.shape[0]), "in_channels": int(first.shape[1]), "depth": depth, "hin_levels": hin}
 
 
-def from_state_dict(tensors: Mapping[str, torch.Tensor], *, base_size: int | None = None,
-                    what: str = "HINet checkpoint") -> HINet:
+def from_state_dict(tensors: Mapping[str, torch.Tensor], *, base_size: int | None = None) -> HINet:
     """A HINet in eval mode with these weights; hyper-parameters are read from the shapes.
 
-    Every key and shape must match (:func:`load_exact` says in one line what does not).
+    Every key and shape must match (:func:`.checkpoint.load_exact` says in one line what does not).
     """
     if base_size is not None and base_size < 1:
         raise ConfigError(f"base_size must be a positive number of pixels, not {base_size}")
-    with torch.device("meta"):  # no random initialisation of 88 M parameters that are replaced at once
+    with torch.device("meta"):  # no random initialisation of up to 88 M parameters replaced at once
         net = HINet(**infer_layout(tensors), base_size=base_size)
-    _load_exact(net, tensors, what)
-    return net.eval()
+    load_exact(net.to_empty(device="cpu"), tensors, "HINet")
+    return net
 
 
-def _load_exact(net, tensors, what):  # stand-in until the shared checkpoint loader is in place
-    own = net.state_dict()
-    missing = [k for k in own if k not in tensors]
-    unexpected = [k for k in tensors if k not in own]
-    shaped = [k for k in own if k in tensors and tuple(tensors[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shaped:
-        raise ConfigError(f"{what}: missing {missing[:3]}, unexpected {unexpected[:3]}, mis-shaped {shaped[:3]}")
-    net.load_state_dict({k: v.float().contiguous() for k, v in tensors.items()}, assign=True)
+def no_onnx(module: nn.Module) -> bytes:
+    """TLC's windows depend on the input size (a window never exceeds the image), which an ONNX graph
+    traced at one size would freeze: the local-statistics variant runs on torch only."""
+    from .adapter import ExportFailed
+
+    raise ExportFailed("HINet with local statistics has no ONNX form (its windows depend on the input size); "
+                       "use --backend torch")
+
+
+def spec_for(net: HINet, spec: ModelSpec) -> ModelSpec:
+    """The registered spec, with the size multiple, alignment and halo of the checkpoint's layout."""
+    return replace(spec, size_multiple=net.size_multiple, align=net.size_multiple,
+                   halo=receptive_radius(net.depth, net.hin_levels, net.base_size))
