@@ -228,6 +228,8 @@ def test_a_checkpoint_that_is_not_hinet_is_refused_in_one_line():
     with pytest.raises(ConfigError, match="not a HINet checkpoint") as err:
         from_state_dict({"conv1.weight": torch.zeros(3, 3, 1, 1)})
     assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="RGB HINet"):
+        from_state_dict({k: torch.zeros(s) for k, s in authors_layout(8, cin=1).items()})
     sd = random_checkpoint(8)
     sd["down_path_2.1.conv_2.weight"] = sd["down_path_2.1.conv_2.weight"][:, :-1]
     with pytest.raises(ConfigError, match="down_path_2.1.conv_2.weight") as err:

@@ -260,6 +260,8 @@ def infer_layout(tensors: Mapping[str, torch.Tensor]) -> dict[str, object]:
     if depth < 2:
         raise ConfigError(f"not a HINet checkpoint: it has {depth} encoder level(s) ('down_path_1.N.conv_1.weight'), "
                           "HINet has at least 2")
+    if first.shape[1] != 3:
+        raise ConfigError(f"a HINet for {first.shape[1]}-channel images: tiledehaze runs RGB HINet (3 channels) only")
     hin = tuple(i for i in range(depth) if f"down_path_1.{i}.norm.weight" in tensors)
     return {"width": int(first.shape[0]), "in_channels": int(first.shape[1]), "depth": depth, "hin_levels": hin}
 
@@ -269,7 +271,7 @@ def from_state_dict(tensors: Mapping[str, torch.Tensor], *, base_size: int | Non
 
     Every key and shape must match (:func:`.checkpoint.load_exact` says in one line what does not).
     """
-    if base_size is not None and base_size < 1:
+    if base_size is not None and (not isinstance(base_size, int) or base_size < 1):
         raise ConfigError(f"base_size must be a positive number of pixels, not {base_size}")
     with torch.device("meta"):  # no random initialisation of up to 88 M parameters replaced at once
         net = HINet(**infer_layout(tensors), base_size=base_size)
