@@ -101,7 +101,8 @@ def tiling(image_path: Path | None, crop: tuple[int, int], weights: Path | None,
         weights = weights or random_weights(width, hin, Path(tmp) / "hinet.pth")
         print(f"{machine()}; image {image_path.name if image_path else 'generated'} {image.shape[1]}x{image.shape[0]}, "
               f"tile {tile}; weights {label}")
-        print("| model | halo | overlap | tiles | max abs diff | mean abs diff | PSNR tiled vs whole (dB) | s whole | s tiled |")
+        print("| model | halo | overlap | tiles | max abs diff | mean abs diff | PSNR tiled vs whole (dB) | "
+              "s whole | s tiled |")
         print("|---|---|---|---|---|---|---|---|---|")
         for name in models:
             options = {"base_size": base_size} if name == "hinet-tlc" else {}

@@ -22,7 +22,8 @@ from tiledehaze.models import create_model, model_entry
 from tiledehaze.models.hinet import DEFAULT_BASE_SIZE, HINet, from_state_dict, receptive_radius, spec_for, window_at
 
 
-def authors_layout(width: int, depth: int = 5, hin: tuple[int, ...] = (0, 1, 2, 3, 4), cin: int = 3) -> dict[str, tuple]:
+def authors_layout(width: int, depth: int = 5, hin: tuple[int, ...] = (0, 1, 2, 3, 4),
+                   cin: int = 3) -> dict[str, tuple]:
     """Parameter names and shapes of the authors' ``HINet(wf=width, depth=depth, hin_position_left/right)``."""
     shapes: dict[str, tuple] = {}
 
@@ -134,7 +135,8 @@ def reference(sd: dict[str, torch.Tensor], image: np.ndarray, base_size: int | N
                 x = F.conv2d(x, p[f"down_path_{s}.{i}.downsample.weight"], stride=2, padding=1)
         for j in range(depth - 1):
             up = F.conv_transpose2d(x, p[f"up_path_{s}.{j}.up.weight"], p[f"up_path_{s}.{j}.up.bias"], stride=2)
-            x = hin_block(f"up_path_{s}.{j}.conv_block", torch.cat([up, conv(f"skip_conv_{s}.{j}", skips[-1 - j])], 1), 0)
+            bridge = conv(f"skip_conv_{s}.{j}", skips[-1 - j])
+            x = hin_block(f"up_path_{s}.{j}.conv_block", torch.cat([up, bridge], 1), 0)
             outs.append(x)
         return x, skips, outs
 
@@ -285,6 +287,23 @@ def test_the_loaded_checkpoint_sets_the_halo_and_alignment():
     spec = spec_for(net, model_entry("hinet-tlc").spec)
     assert (spec.halo, spec.align, spec.size_multiple) == (receptive_radius(5, range(5), DEFAULT_BASE_SIZE), 16, 16)
     assert spec.halo > model_entry("hinet-tlc").spec.halo
+
+
+def test_tiles_too_small_for_the_local_halo_are_refused_in_one_line_but_small_images_run(checkpoint, tmp_path, capsys):
+    """With TLC's default window the GoPro layout reaches 1016 px: 1024 px tiles cannot hold that context."""
+    from PIL import Image
+
+    sd, path = checkpoint
+    image = _image(40, 58, seed=2)
+    np.testing.assert_allclose(restore(image, model="hinet-tlc", weights=path, backend="torch"),
+                               _engine_reference(sd, image, base_size=DEFAULT_BASE_SIZE), atol=1e-4)
+    wide = tmp_path / "wide.png"
+    Image.fromarray((_image(20, 1100) * 255).astype(np.uint8)).save(wide)
+    code = main(["process", str(wide), "--model", "hinet-tlc", "--weights", str(path), "--no-progress"])
+    assert code == ConfigError.exit_code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "halo is 1016 px" in err[0] and "use at least 2072" in err[0]
+    assert not (tmp_path / "wide_dehazed.png").exists()
 
 
 @pytest.fixture(scope="module")

@@ -278,7 +278,7 @@ def test_page_and_static_files_are_served(client):
     names = [m["name"] for m in client.get("/api/models").json()["models"]]
     # models whose weights do not ship are offered only by a server started with them
     assert names == [m.name for m in tiledehaze.list_models() if m.ships_weights or not m.spec.weights_source]
-    assert "aecrnet" not in names
+    assert "aecrnet" not in names and "hinet" not in names
 
 
 # ---------- the command ----------

@@ -50,7 +50,8 @@ def plan_overlap(model: Model, overlap: int | None = None, tile: int | None = 10
 
 def make_plan(height: int, width: int, model: Model, *, tile: int | None = 1024,
               overlap: int | None = None) -> TilePlan:
-    """Plan tiles for ``model``; ``tile=None`` means the whole image in one pass.
+    """Plan tiles for ``model``; ``tile=None`` means the whole image in one pass, as does an image no
+    larger than ``tile`` (even for a model whose overlap exceeds the tile).
 
     A ``whole`` model always runs in one pass, and refuses images above its ``max_pixels``.
     """
@@ -58,8 +59,8 @@ def make_plan(height: int, width: int, model: Model, *, tile: int | None = 1024,
         check_whole(height, width, model)
         tile = None
     overlap = plan_overlap(model, overlap, tile)
-    if tile is None:
-        tile = max(height, width, overlap + 2 * model.align)  # one tile, which any alignment allows
+    if tile is None or max(height, width) <= tile:  # one tile, which any alignment allows
+        tile = max(height, width, overlap + 2 * model.align)
     return TilePlan(height, width, tile=tile, overlap=overlap, halo=model.halo, align=model.align)
 
 

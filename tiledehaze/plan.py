@@ -103,7 +103,8 @@ class TilePlan:
                 f"overlap {self.overlap} is too small for a model whose halo is {self.halo} px: "
                 f"use at least {2 * self.halo + 1}")
         if self.tile <= self.overlap:
-            raise ConfigError(f"tile {self.tile} must be larger than the overlap {self.overlap}")
+            raise ConfigError(f"tile {self.tile} must be larger than the overlap {self.overlap} (the model's halo is "
+                              f"{self.halo} px): use at least {self.overlap + 2 * self.align}")
         if self.align < 1 or (self.align > 1 and self.tile - self.overlap < 2 * self.align):
             raise ConfigError(f"tile {self.tile} is too small for a model whose tiles start on multiples of "
                               f"{self.align}: use at least {self.overlap + 2 * self.align}")
