@@ -29,10 +29,11 @@ def model_traits(entry: ModelEntry) -> str:
 def run(args) -> int:
     print(f"tiledehaze {__version__}")
     print("models:")
+    width = max(len(entry.name) for entry in list_models())
     for entry in list_models():
         mark = " (default)" if entry.name == DEFAULT_MODEL else ""
-        print(f"  {entry.name:12s} {entry.description}{mark}")
-        print(f"  {'':12s} {model_traits(entry)}")
+        print(f"  {entry.name:{width}s} {entry.description}{mark}")
+        print(f"  {'':{width}s} {model_traits(entry)}")
     print("backends (auto picks the first usable):")
     for info in available_backends():
         state = "usable" if info.unavailable is None else f"unavailable: {info.unavailable}"
