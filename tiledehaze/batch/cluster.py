@@ -125,8 +125,10 @@ def dask_client(*, workers: int | None, scheduler: str | None, threads: int | No
         # Ctrl-C or a failure tears the cluster down in mid-task: what the scheduler and its
         # connections say about the keys it loses is not the user's concern (-vv keeps it)
         if not log.isEnabledFor(logging.DEBUG):
-            for name in ("distributed", "distributed.client", "distributed.scheduler", "tornado"):
-                logging.getLogger(name).setLevel(logging.CRITICAL)
+            # dask's logging config gives some of these loggers levels of their own
+            for name in list(logging.root.manager.loggerDict):
+                if name.split(".")[0] in ("distributed", "tornado"):
+                    logging.getLogger(name).setLevel(logging.CRITICAL)
         raise
     finally:
         client.close()
