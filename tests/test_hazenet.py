@@ -160,3 +160,33 @@ def test_nodata_never_sets_hazenets_airlight():
     model = create_model("hazenet")
     assert np.allclose(model.global_state(image)["airlight"], 1.0)
     assert np.allclose(model.global_state(image, valid=valid)["airlight"], (0.7, 0.8, 0.9))
+
+
+def test_whole_picture_validation_set_hazes_only_the_validation_photographs(tmp_path):
+    """scripts/make_val_set.py: both generators, every validation photograph, hazier than its clear picture."""
+    import yaml
+
+    from scripts.make_val_set import main as make_val_set
+    from tiledehaze.dataset import image_files, read_rgb
+    from tiledehaze.models.dcp import dark_channel
+
+    from skimage import data
+
+    from scripts.make_eval_set import write_png
+
+    photo = tmp_path / "coffee.png"  # a photograph every checkout has, as a file
+    write_png(photo, data.coffee()[::2, ::2].astype(np.float32) / 255.0)
+    cfg = yaml.safe_load(open("configs/hazenet.yaml"))
+    cfg["data"]["val_images"] = [str(photo)]
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    assert make_val_set(["--config", str(config), "--out", str(tmp_path / "val"), "--variants", "2",
+                         "--max-side", "128"]) == 0
+    for generator in ("train", "cluster"):
+        clear = read_rgb(tmp_path / "val" / generator / "clear" / "coffee.png")
+        hazy = [read_rgb(p) for p in image_files(tmp_path / "val" / generator / "hazy")]
+        assert [p.name for p in image_files(tmp_path / "val" / generator / "hazy")] == ["coffee_0.png", "coffee_1.png"]
+        assert clear.shape == (85, 128, 3) and all(h.shape == clear.shape for h in hazy)
+        assert all(dark_channel(h, 15).mean() > dark_channel(clear, 15).mean() + 0.02 for h in hazy)
+    assert not np.array_equal(read_rgb(tmp_path / "val/train/hazy/coffee_0.png"),
+                              read_rgb(tmp_path / "val/cluster/hazy/coffee_0.png"))
