@@ -6,6 +6,10 @@ Two groups, kept apart so that sets built from one never share a photograph with
   (landscapes, plants, objects; the abstract graphics are skipped). ``ukui-wallpapers`` was
   looked at too: all of its images are graphics, none is a photograph, so it adds nothing.
   Training and its validation split use only this group.
+- ``train_plasma``: the eight clean photographs of ``plasma-workspace-wallpapers`` (pier,
+  cups, boats at dusk, leaves, a building's facade, a kite in the sky, moss, a forest path);
+  its graphics and the photographs of fog or dusk haze (``ColdRipple``, ``DarkestHour``,
+  ``summer_1am``) are skipped. A second training folder, so that recipes name it.
 - ``heldout``: the photographs in ``mate-backgrounds`` (``nature/``), used only by
   ``scripts/make_eval_set2.py`` for the second held-out synthetic set, never in training or
   in choosing a recipe.
@@ -49,6 +53,16 @@ PHOTOS: dict[str, dict[str, dict[str, tuple[str, str]]]] = {
             "Kleiber_by_Lukas_Baubkus.jpg": ("Lukas Baubkus", "CC-BY-SA-3.0"),
         },
     },
+    "train_plasma": {
+        # one wallpaper is a folder of sizes: the largest is copied as <wallpaper>.jpg
+        "plasma-workspace-wallpapers": {
+            f"{name}/contents/images/2560x1600.jpg": (author, "LGPL-3.0")
+            for name, author in (("BytheWater", "Maciej Wiklo"), ("ColorfulCups", "Dmitri Popov"),
+                                 ("EveningGlow", "Ian Hex"), ("FallenLeaf", "Martin Klapetek"),
+                                 ("Grey", "Sigi Sagi"), ("Kite", "Risto Saukonpää"),
+                                 ("OneStandsOut", "Risto Saukonpää"), ("Path", "Risto Saukonpää"))
+        },
+    },
     "heldout": {
         "mate-backgrounds": {
             name: ("see the package's AUTHORS file", "GPL-2+")
@@ -80,13 +94,15 @@ def main(argv: list[str] | None = None) -> int:
             dest.mkdir(parents=True, exist_ok=True)
             for package, files in packages.items():
                 root = fetch(package, Path(tmp))
-                found = {p.name: p for p in root.rglob("*") if p.is_file()}
+                found = [p for p in root.rglob("*") if p.is_file()]
                 for name, (author, licence) in files.items():
-                    if name not in found:
+                    match = [p for p in found if p.as_posix().endswith("/" + name)]
+                    if not match:
                         print(f"{package} no longer holds {name}", file=sys.stderr)
                         return 1
-                    shutil.copyfile(found[name], dest / name)
-                    lines.append(f"| {group} | {name} | {package} | {author} | {licence} |")
+                    target = name if "/" not in name else name.split("/")[0] + Path(name).suffix
+                    shutil.copyfile(match[0], dest / target)
+                    lines.append(f"| {group} | {target} | {package} | {author} | {licence} |")
     (args.out / "SOURCES.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {sum(len(f) for p in PHOTOS.values() for f in p.values())} photographs to {args.out}")
     return 0
