@@ -165,14 +165,12 @@ def test_nodata_never_sets_hazenets_airlight():
 def test_whole_picture_validation_set_hazes_only_the_validation_photographs(tmp_path):
     """scripts/make_val_set.py: both generators, every validation photograph, hazier than its clear picture."""
     import yaml
-
-    from scripts.make_val_set import main as make_val_set
-    from tiledehaze.dataset import image_files, read_rgb
-    from tiledehaze.models.dcp import dark_channel
-
     from skimage import data
 
     from scripts.make_eval_set import write_png
+    from scripts.make_val_set import main as make_val_set
+    from tiledehaze.dataset import image_files, read_rgb
+    from tiledehaze.models.dcp import dark_channel
 
     photo = tmp_path / "coffee.png"  # a photograph every checkout has, as a file
     write_png(photo, data.coffee()[::2, ::2].astype(np.float32) / 255.0)
