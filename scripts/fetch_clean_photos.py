@@ -1,6 +1,6 @@
 """Fetch clean photographs from Debian artwork packages into an ignored folder.
 
-Two groups, kept apart so that sets built from one never share a photograph with the other:
+Three groups, kept apart so that sets built from one never share a photograph with another:
 
 - ``train``: the photographs of ``lomiri-wallpapers-16.04`` and ``lomiri-wallpapers-20.04``
   (landscapes, plants, objects; the abstract graphics are skipped). ``ukui-wallpapers`` was
