@@ -5,7 +5,7 @@ Three groups, kept apart so that sets built from one never share a photograph wi
 - ``train``: the photographs of ``lomiri-wallpapers-16.04`` and ``lomiri-wallpapers-20.04``
   (landscapes, plants, objects; the abstract graphics are skipped). ``ukui-wallpapers`` was
   looked at too: all of its images are graphics, none is a photograph, so it adds nothing.
-  Training and its validation split use only this group.
+  Training uses it; its validation split comes from this group only.
 - ``train_plasma``: the eight clean photographs of ``plasma-workspace-wallpapers`` (pier,
   cups, boats at dusk, leaves, a building's facade, a kite in the sky, moss, a forest path);
   its graphics and the photographs of fog or dusk haze (``ColdRipple``, ``DarkestHour``,
