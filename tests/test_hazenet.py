@@ -1,5 +1,7 @@
 """HazeNet: one architecture for torch and ONNX, exact tiles, aligned plans, and shipped weights that beat DCP."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -163,7 +165,8 @@ def test_nodata_never_sets_hazenets_airlight():
 
 
 def test_whole_picture_validation_set_hazes_only_the_validation_photographs(tmp_path):
-    """scripts/make_val_set.py: both generators, every validation photograph, hazier than its clear picture."""
+    """scripts/make_val_set.py: three generators, every validation photograph, hazier than its clear
+    picture, and each hazy pixel between its clear colour and the airlight that airlight.json records."""
     import yaml
     from skimage import data
 
@@ -180,11 +183,64 @@ def test_whole_picture_validation_set_hazes_only_the_validation_photographs(tmp_
     config.write_text(yaml.safe_dump(cfg))
     assert make_val_set(["--config", str(config), "--out", str(tmp_path / "val"), "--variants", "2",
                          "--max-side", "128"]) == 0
-    for generator in ("train", "cluster"):
+    for generator in ("train", "cluster", "detail"):
         clear = read_rgb(tmp_path / "val" / generator / "clear" / "coffee.png")
         hazy = [read_rgb(p) for p in image_files(tmp_path / "val" / generator / "hazy")]
         assert [p.name for p in image_files(tmp_path / "val" / generator / "hazy")] == ["coffee_0.png", "coffee_1.png"]
         assert clear.shape == (85, 128, 3) and all(h.shape == clear.shape for h in hazy)
         assert all(dark_channel(h, 15).mean() > dark_channel(clear, 15).mean() + 0.02 for h in hazy)
+        airlight = json.loads((tmp_path / "val" / generator / "airlight.json").read_text())
+        assert sorted(airlight) == ["coffee_0", "coffee_1"]
+        for h, name in zip(hazy, ("coffee_0", "coffee_1")):
+            a = np.asarray(airlight[name], np.float32).reshape(1, 1, 3)
+            lo, hi = np.minimum(clear, a), np.maximum(clear, a)
+            # I = J t + A (1 - t): between J and A, up to noise, JPEG and the train generator's airlight gradient
+            between = ((h >= lo - 0.05) & (h <= hi + 0.05)).mean()
+            assert between > 0.9, (generator, name, between)
     assert not np.array_equal(read_rgb(tmp_path / "val/train/hazy/coffee_0.png"),
                               read_rgb(tmp_path / "val/cluster/hazy/coffee_0.png"))
+    # exposed for the haze: no generator's airlight is dimmer than the photograph's whites
+    assert make_val_set(["--config", str(config), "--out", str(tmp_path / "exposed"), "--variants", "3",
+                         "--max-side", "128", "--exposure", "1"]) == 0
+    white = np.percentile(read_rgb(tmp_path / "exposed/train/clear/coffee.png").max(axis=-1), 99.5)
+    for generator in ("train", "cluster", "detail"):
+        airlight = json.loads((tmp_path / "exposed" / generator / "airlight.json").read_text())
+        # at least 0.9 x the whites (0.8 for the training generator, whose A varies by 10 % across the
+        # picture), unless a channel reached 1
+        floor = (0.8 if generator == "train" else 0.9) * white
+        assert all(np.mean(a) >= floor or max(a) >= 0.99 for a in airlight.values()), (generator, airlight)
+
+
+def test_airlight_rules_find_the_airlight_of_a_hazed_scene_and_score_every_generator(tmp_path, capsys):
+    """scripts/airlight_rules.py: haze-lines and the engine's rule recover A; the script scores each generator."""
+    import yaml
+    from skimage import data
+
+    from scripts.airlight_rules import haze_lines, haziest_mean
+    from scripts.airlight_rules import main as airlight_rules
+    from scripts.make_eval_set import write_png
+    from scripts.make_val_set import main as make_val_set
+    from tiledehaze.models.dcp import estimate_airlight
+
+    rng = np.random.default_rng(0)
+    clear = data.astronaut()[::2, ::2].astype(np.float32) / 255.0
+    depth = np.linspace(0.2, 2.5, clear.shape[0], dtype=np.float32)[:, None, None]  # far at the bottom
+    true = np.array([0.8, 0.85, 0.9], np.float32)
+    t = np.exp(-depth)
+    hazy = np.clip(clear * t + true * (1 - t) + rng.normal(0, 0.003, clear.shape), 0, 1).astype(np.float32)
+    for estimate in (haze_lines(hazy), haziest_mean(hazy), estimate_airlight(hazy)):
+        assert np.abs(estimate / true - 1).max() < 0.1, estimate
+
+    photo = tmp_path / "coffee.png"
+    write_png(photo, data.coffee()[::2, ::2].astype(np.float32) / 255.0)
+    cfg = yaml.safe_load(open("configs/hazenet.yaml"))
+    cfg["data"]["val_images"] = [str(photo)]
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    assert make_val_set(["--config", str(config), "--out", str(tmp_path / "val"), "--variants", "2",
+                         "--max-side", "96"]) == 0
+    capsys.readouterr()
+    assert airlight_rules([str(tmp_path / "val"), "--rules", "dcp,true", "--split-whites"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and " dB" in line]
+    assert {row.split(",")[0].split()[1] for row in rows} == {"cluster", "detail", "train"}
+    assert all(row.split("|")[-2].split(", A ")[1].startswith("0.000") for row in rows)  # the true A is exact

@@ -126,6 +126,34 @@ def test_airlight_gradient_and_scene_scale_shape_the_haze():
     assert layers.max() == pytest.approx(1.0, abs=1e-3) and layers.min() < 0.81  # nearer objects in front
 
 
+def test_exposure_keeps_the_airlight_at_least_as_bright_as_the_pictures_whites():
+    rng = np.random.default_rng(12)
+    clear = np.full((64, 64, 3), 0.3, np.float32)
+    clear[:8, :8] = (0.95, 0.9, 0.85)  # a white object: 1.6 % of the picture
+    dim = np.array([0.5, 0.45, 0.4], np.float32)
+    raised = synth.expose_airlight(dim, clear, rng)
+    assert 0.9 * 0.95 - 1e-6 <= raised.mean() <= 1.0
+    gain = raised / dim  # one gain for every channel (the tint kept), but no channel above 1
+    assert np.allclose(gain[raised < 1], gain[raised < 1][0], atol=1e-5) and (raised <= 1).all()
+    bright = np.array([0.75, 0.8, 0.85], np.float32)
+    assert np.array_equal(synth.expose_airlight(bright, clear * 0.7, rng), bright)  # already above the whites
+    # in synthesis: always, never, and exposure 0 draws exactly what a recipe without the option draws
+    base = {"airlight": [0.4, 0.5], "tint": 0.0}
+    def airlights(exposure, seed=5):
+        cfg = synth.SynthConfig.from_dict({**base, "exposure": exposure})
+        r = np.random.default_rng(seed)
+        return np.array([synth.synthesize(clear, r, cfg, return_airlight=True)[2].mean() for _ in range(200)])
+    assert airlights(1.0).min() >= 0.9 * 0.95 - 1e-6
+    assert airlights(0.0).max() <= 0.5 + 1e-6
+    assert 0.3 < np.mean(airlights(0.5) > 0.6) < 0.7
+    without = synth.SynthConfig.from_dict(base)
+    r = np.random.default_rng(5)
+    assert np.array_equal(airlights(0.0), [synth.synthesize(clear, r, without, return_airlight=True)[2].mean()
+                                           for _ in range(200)])
+    with pytest.raises(ConfigError):
+        synth.SynthConfig.from_dict({"exposure": 1.5})
+
+
 def test_depth_models_are_normalised():
     rng = np.random.default_rng(3)
     for model in synth.PROCEDURAL_DEPTHS:

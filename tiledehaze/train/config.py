@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
         "depth_weights": {"ramp": 1.0, "noise": 1.0, "mix": 1.0, "uniform": 1.0, "layers": 0.0, "map": 2.0},
         "angstrom": [0.0, 0.0],
         "airlight_gradient": 0.0,
+        "exposure": 0.0,
         "scene_scale": [1.0, 1.0],
         "near": [0.0, 0.7],
     },
@@ -159,5 +160,7 @@ def config_hash(cfg: dict[str, Any]) -> str:
             learnt.pop(section, None)
     if not (learnt.get("data") or {}).get("max_side"):
         learnt["data"] = {k: v for k, v in learnt.get("data", {}).items() if k != "max_side"}
+    if not (learnt.get("synthesis") or {}).get("exposure"):
+        learnt["synthesis"] = {k: v for k, v in learnt.get("synthesis", {}).items() if k != "exposure"}
     blob = json.dumps(learnt, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -15,7 +15,7 @@ rather than a whole horizon in 48 pixels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import cv2
@@ -55,6 +55,9 @@ class SynthConfig:
     airlight_gradient: float = 0.0
     #: procedural depth is drawn over a scene this many times the patch side (1: the patch is the scene)
     scene_scale: tuple[float, float] = (1.0, 1.0)
+    #: probability that the haze is exposed as a camera exposes a hazy scene: an airlight dimmer
+    #: than the picture's whites is raised to them (see :func:`expose_airlight`)
+    exposure: float = 0.0
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> "SynthConfig":
@@ -88,6 +91,8 @@ class SynthConfig:
             raise ConfigError("synthesis: a log-uniform beta needs beta > 0")
         if out.scene_scale[0] < 1.0 or not 0.0 <= out.airlight_gradient < 1.0:
             raise ConfigError("synthesis: need scene_scale >= 1 and 0 <= airlight_gradient < 1")
+        if not 0.0 <= out.exposure <= 1.0:
+            raise ConfigError("synthesis.exposure is a probability: 0 to 1")
         return out
 
 
@@ -269,6 +274,22 @@ def airlight_field(shape: tuple[int, int], airlight: np.ndarray, gradient: float
     return np.clip(gain[..., None] * airlight.reshape(1, 1, 3), 0.0, 1.0).astype(np.float32)
 
 
+def expose_airlight(airlight: np.ndarray, clear: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Raise a grey level of ``airlight`` (3,) below the whites of ``clear`` to them, keeping its tint.
+
+    A camera exposes a hazy scene for its bright haze, so in a hazy photograph the airlight is
+    about as bright as the brightest things in the scene or brighter; an airlight drawn without
+    looking at the picture is often far dimmer than its whites (white walls, snow, a cup), a
+    haze no photograph shows, and the one regime where the brightest hazy pixels are not the
+    airlight. The whites are the 99.5th percentile of the brightest channel, times 0.9 to 1.1.
+    """
+    white = float(np.percentile(clear.max(axis=-1), 99.5)) * rng.uniform(0.9, 1.1)
+    level = float(np.mean(airlight))
+    if level >= white or level <= 0:
+        return airlight
+    return np.clip(airlight * (white / level), 0.0, 1.0).astype(np.float32)
+
+
 def synthesize(clear: np.ndarray, rng: np.random.Generator, cfg: SynthConfig | None = None, *,
                depth_map: np.ndarray | None = None, return_airlight: bool = False):
     """Make a hazy version of ``clear`` (float RGB in [0, 1]); returns (hazy, t) or (hazy, t, A).
@@ -280,6 +301,8 @@ def synthesize(clear: np.ndarray, rng: np.random.Generator, cfg: SynthConfig | N
     """
     cfg = cfg or SynthConfig()
     p = draw_params(rng, cfg, has_map=depth_map is not None)
+    if cfg.exposure > 0 and rng.random() < cfg.exposure:
+        p = replace(p, airlight=expose_airlight(p.airlight, clear, rng))
     shape = clear.shape[:2]
     scale = _draw(rng, cfg.scene_scale)
     if p.depth_model == "map":
