@@ -164,23 +164,30 @@ def test_nodata_never_sets_hazenets_airlight():
     assert np.allclose(model.global_state(image, valid=valid)["airlight"], (0.7, 0.8, 0.9))
 
 
-def test_whole_picture_validation_set_hazes_only_the_validation_photographs(tmp_path):
-    """scripts/make_val_set.py: three generators, every validation photograph, hazier than its clear
-    picture, and each hazy pixel between its clear colour and the airlight that airlight.json records."""
+def _coffee_recipe(tmp_path):
+    """The shipped recipe with one validation photograph every checkout has, as a file."""
     import yaml
     from skimage import data
 
     from scripts.make_eval_set import write_png
-    from scripts.make_val_set import main as make_val_set
-    from tiledehaze.dataset import image_files, read_rgb
-    from tiledehaze.models.dcp import dark_channel
 
-    photo = tmp_path / "coffee.png"  # a photograph every checkout has, as a file
+    photo = tmp_path / "coffee.png"
     write_png(photo, data.coffee()[::2, ::2].astype(np.float32) / 255.0)
     cfg = yaml.safe_load(open("configs/hazenet.yaml"))
     cfg["data"]["val_images"] = [str(photo)]
     config = tmp_path / "recipe.yaml"
     config.write_text(yaml.safe_dump(cfg))
+    return config
+
+
+def test_whole_picture_validation_set_hazes_only_the_validation_photographs(tmp_path):
+    """scripts/make_val_set.py: three generators, every validation photograph, hazier than its clear
+    picture, and each hazy pixel between its clear colour and the airlight that airlight.json records."""
+    from scripts.make_val_set import main as make_val_set
+    from tiledehaze.dataset import image_files, read_rgb
+    from tiledehaze.models.dcp import dark_channel
+
+    config = _coffee_recipe(tmp_path)
     assert make_val_set(["--config", str(config), "--out", str(tmp_path / "val"), "--variants", "2",
                          "--max-side", "128"]) == 0
     for generator in ("train", "cluster", "detail"):
@@ -213,12 +220,10 @@ def test_whole_picture_validation_set_hazes_only_the_validation_photographs(tmp_
 
 def test_airlight_rules_find_the_airlight_of_a_hazed_scene_and_score_every_generator(tmp_path, capsys):
     """scripts/airlight_rules.py: haze-lines and the engine's rule recover A; the script scores each generator."""
-    import yaml
     from skimage import data
 
     from scripts.airlight_rules import haze_lines, haziest_mean
     from scripts.airlight_rules import main as airlight_rules
-    from scripts.make_eval_set import write_png
     from scripts.make_val_set import main as make_val_set
     from tiledehaze.models.dcp import estimate_airlight
 
@@ -231,13 +236,7 @@ def test_airlight_rules_find_the_airlight_of_a_hazed_scene_and_score_every_gener
     for estimate in (haze_lines(hazy), haziest_mean(hazy), estimate_airlight(hazy)):
         assert np.abs(estimate / true - 1).max() < 0.1, estimate
 
-    photo = tmp_path / "coffee.png"
-    write_png(photo, data.coffee()[::2, ::2].astype(np.float32) / 255.0)
-    cfg = yaml.safe_load(open("configs/hazenet.yaml"))
-    cfg["data"]["val_images"] = [str(photo)]
-    config = tmp_path / "recipe.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-    assert make_val_set(["--config", str(config), "--out", str(tmp_path / "val"), "--variants", "2",
+    assert make_val_set(["--config", str(_coffee_recipe(tmp_path)), "--out", str(tmp_path / "val"), "--variants", "2",
                          "--max-side", "96"]) == 0
     capsys.readouterr()
     assert airlight_rules([str(tmp_path / "val"), "--rules", "dcp,true", "--split-whites"]) == 0
