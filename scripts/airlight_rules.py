@@ -32,12 +32,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from scripts.transmission_ceiling import recover
+from scripts.transmission_ceiling import network_transmission, recover
 from tiledehaze.dataset import find_clear, image_files, images_by_stem, read_rgb
 from tiledehaze.metrics import mean_b_star, psnr
-from tiledehaze.models.base import pad_to_multiple
 from tiledehaze.models.dcp import MIN_AIRLIGHT, dark_channel, estimate_airlight
-from tiledehaze.models.hazenet import ALIGN, DARK_PATCH, HazeNet, load_weights
+from tiledehaze.models.hazenet import DARK_PATCH, HazeNet, load_weights
 
 
 def haziest_mean(image: np.ndarray, top_fraction: float = 0.001) -> np.ndarray:
@@ -105,8 +104,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="a row for hazes with an airlight dimmer than the photograph's whites, one for the rest")
     args = parser.parse_args(argv)
     rules = args.rules.split(",")
-    import torch
-
     network = HazeNet(load_weights(args.weights), output="t").to_torch().eval()
     print("| generator (pictures) | hazy | " + " | ".join(rules) + " |")
     print("|---|---|" + "---|" * len(rules))
@@ -122,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             dim.append(true.max() < 0.95 * np.percentile(clear.max(axis=-1), 99.5))
             for rule in rules:
                 airlight = RULES[rule](hazy, true)
-                x = pad_to_multiple((hazy / airlight)[None], ALIGN)
-                with torch.no_grad():
-                    t = network(torch.from_numpy(x).permute(0, 3, 1, 2))[0, 0].numpy()[: hazy.shape[0], : hazy.shape[1]]
-                out = recover(hazy, airlight, t)
+                out = recover(hazy, airlight, network_transmission(network, hazy, airlight))
                 scores[rule].append((psnr(clear, out), float(np.abs(airlight / true - 1).mean()),
                                      mean_b_star(out) - mean_b_star(clear)))
         dim = np.asarray(dim)

@@ -64,20 +64,13 @@ def cluster_depth(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (depth - depth.min()) / max(1e-6, depth.max() - depth.min())
 
 
-def exposed(airlight: np.ndarray, image: np.ndarray, rng: np.random.Generator, exposure: float) -> np.ndarray:
-    """``airlight`` (3,), raised to the picture's whites with probability ``exposure`` (no draw at 0)."""
-    if exposure > 0 and rng.random() < exposure:
-        return expose_airlight(airlight, image, rng)
-    return airlight
-
-
 def cluster_haze(image: np.ndarray, rng: np.random.Generator, exposure: float = 0.0
                  ) -> tuple[np.ndarray, np.ndarray]:
     depth = cluster_depth(image, rng)
     far_log_t = rng.uniform(np.log(0.02), np.log(0.8))  # the farthest point keeps 2 % to 80 % of its light
     t = np.exp(far_log_t * depth)[..., None]
     airlight = np.clip(rng.uniform(0.65, 1.0) * (1 + rng.normal(0, 0.04, 3)), 0, 1)
-    airlight = exposed(airlight, image, rng, exposure).reshape(1, 1, 3)
+    airlight = expose_airlight(airlight, image, rng, exposure).reshape(1, 1, 3)
     hazy = image * t + airlight * (1 - t)
     return np.clip(hazy + rng.normal(0, 0.002, hazy.shape), 0, 1).astype(np.float32), airlight.ravel()
 
@@ -121,7 +114,7 @@ def detail_haze(image: np.ndarray, rng: np.random.Generator, exposure: float = 0
     beta = -np.log(far_t) * (np.array([610.0, 550.0, 465.0]) / 550.0) ** -angstrom
     t = np.exp(-depth[..., None] * beta.reshape(1, 1, 3))
     kelvin = np.exp(rng.uniform(np.log(3500.0), np.log(10000.0)))  # warm smog to a blue overcast
-    airlight = exposed(rng.uniform(0.6, 1.0) * daylight_rgb(kelvin), image, rng, exposure).reshape(1, 1, 3)
+    airlight = expose_airlight(rng.uniform(0.6, 1.0) * daylight_rgb(kelvin), image, rng, exposure).reshape(1, 1, 3)
     hazy = np.clip(image * t + airlight * (1 - t) + rng.normal(0, 0.003, image.shape), 0, 1)
     quality = int(rng.integers(75, 96))  # as a camera saves it
     ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(np.round(hazy * 255).astype(np.uint8), cv2.COLOR_RGB2BGR),

@@ -38,6 +38,15 @@ def implied_transmission(hazy: np.ndarray, clear: np.ndarray, airlight: np.ndarr
     return np.clip(t, T_MIN, 1.0).astype(np.float32), energy > 0.01
 
 
+def network_transmission(network, hazy: np.ndarray, airlight: np.ndarray) -> np.ndarray:
+    """The bare network's t (H, W) for ``hazy`` divided by ``airlight``, as the engine feeds it."""
+    import torch
+
+    x = pad_to_multiple((hazy / airlight)[None], ALIGN)
+    with torch.no_grad():
+        return network(torch.from_numpy(x).permute(0, 3, 1, 2))[0, 0].numpy()[: hazy.shape[0], : hazy.shape[1]]
+
+
 def recover(hazy: np.ndarray, airlight: np.ndarray, t: np.ndarray) -> np.ndarray:
     grey = cv2.cvtColor(hazy, cv2.COLOR_RGB2GRAY)
     refined = np.clip(guided_filter(grey, t, GUIDED_RADIUS, GUIDED_EPS), T_MIN, 1.0)
@@ -51,8 +60,6 @@ def main() -> None:
     parser.add_argument("--evalset2", type=Path, required=True)
     parser.add_argument("--weights", type=Path, default=None, help="HazeNet weights (default: the shipped ones)")
     args = parser.parse_args()
-
-    import torch
 
     network = HazeNet(load_weights(args.weights), output="t").to_torch().eval()
     print("| set | hazy | DCP | HazeNet | ceiling | DCP t bias / MAE | HazeNet t bias / MAE |")
@@ -69,9 +76,7 @@ def main() -> None:
                 clear = cv2.resize(clear, hazy.shape[1::-1], interpolation=cv2.INTER_AREA)
             airlight = estimate_airlight(hazy, patch=DARK_PATCH)
             truth, defined = implied_transmission(hazy, clear, airlight)
-            x = pad_to_multiple((hazy / airlight)[None], ALIGN)
-            with torch.no_grad():
-                t_net = network(torch.from_numpy(x).permute(0, 3, 1, 2))[0, 0].numpy()[: hazy.shape[0], : hazy.shape[1]]
+            t_net = network_transmission(network, hazy, airlight)
             dark = cv2.erode((hazy / airlight).min(axis=-1), np.ones((DARK_PATCH, DARK_PATCH), np.uint8))
             t_dcp = 1.0 - 0.95 * dark
             errors = [(t - truth)[defined] for t in (t_dcp, t_net)]

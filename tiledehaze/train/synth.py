@@ -274,8 +274,10 @@ def airlight_field(shape: tuple[int, int], airlight: np.ndarray, gradient: float
     return np.clip(gain[..., None] * airlight.reshape(1, 1, 3), 0.0, 1.0).astype(np.float32)
 
 
-def expose_airlight(airlight: np.ndarray, clear: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Raise a grey level of ``airlight`` (3,) below the whites of ``clear`` to them, keeping its tint.
+def expose_airlight(airlight: np.ndarray, clear: np.ndarray, rng: np.random.Generator,
+                    probability: float = 1.0) -> np.ndarray:
+    """With ``probability`` (no random draw at 0), raise a grey level of ``airlight`` (3,) below
+    the whites of ``clear`` to them, keeping its tint.
 
     A camera exposes a hazy scene for its bright haze, so in a hazy photograph the airlight is
     about as bright as the brightest things in the scene or brighter; an airlight drawn without
@@ -283,6 +285,8 @@ def expose_airlight(airlight: np.ndarray, clear: np.ndarray, rng: np.random.Gene
     haze no photograph shows, and the one regime where the brightest hazy pixels are not the
     airlight. The whites are the 99.5th percentile of the brightest channel, times 0.9 to 1.1.
     """
+    if probability <= 0 or (probability < 1 and rng.random() >= probability):
+        return airlight
     white = float(np.percentile(clear.max(axis=-1), 99.5)) * rng.uniform(0.9, 1.1)
     level = float(np.mean(airlight))
     if level >= white or level <= 0:
@@ -301,8 +305,8 @@ def synthesize(clear: np.ndarray, rng: np.random.Generator, cfg: SynthConfig | N
     """
     cfg = cfg or SynthConfig()
     p = draw_params(rng, cfg, has_map=depth_map is not None)
-    if cfg.exposure > 0 and rng.random() < cfg.exposure:
-        p = replace(p, airlight=expose_airlight(p.airlight, clear, rng))
+    if cfg.exposure > 0:
+        p = replace(p, airlight=expose_airlight(p.airlight, clear, rng, cfg.exposure))
     shape = clear.shape[:2]
     scale = _draw(rng, cfg.scene_scale)
     if p.depth_model == "map":
