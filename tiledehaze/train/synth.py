@@ -305,8 +305,7 @@ def synthesize(clear: np.ndarray, rng: np.random.Generator, cfg: SynthConfig | N
     """
     cfg = cfg or SynthConfig()
     p = draw_params(rng, cfg, has_map=depth_map is not None)
-    if cfg.exposure > 0:
-        p = replace(p, airlight=expose_airlight(p.airlight, clear, rng, cfg.exposure))
+    p = replace(p, airlight=expose_airlight(p.airlight, clear, rng, cfg.exposure))
     shape = clear.shape[:2]
     scale = _draw(rng, cfg.scene_scale)
     if p.depth_model == "map":
