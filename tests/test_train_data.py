@@ -277,3 +277,36 @@ def test_greyscale_turns_colour_images_grey_alike_and_leaves_depth_alone():
     np.testing.assert_array_equal(d, depth)
     off = A.augment([hazy, clear, depth], rng, _colour_only(greyscale=0.0), colour=(0, 1))
     np.testing.assert_array_equal(off[1], clear)
+
+
+def test_black_point_takes_a_photographs_own_veil_away_before_hazing():
+    from tiledehaze.train.data import SyntheticSource
+
+    rng = np.random.default_rng(9)
+    scene = rng.random((160, 160, 3), dtype=np.float32)
+    misty = 0.35 + 0.6 * scene  # a photograph whose darkest pixels sit on a veil of 0.35
+    assert 0.35 <= A.black_level(misty) < 0.37 and A.black_level(scene) < 0.02
+    np.testing.assert_allclose(A.lower_black_level(misty, 0.35), 0.6 / 0.65 * scene, atol=1e-6)
+    # an affine map: a hazed photograph with its veil taken away is the veil-free photograph hazed
+    t, air = 0.4, np.float32(0.9)
+    level = 0.35
+    np.testing.assert_allclose(A.lower_black_level(misty * t + air * (1 - t), level),
+                               A.lower_black_level(misty, level) * t + (air - level) / (1 - level) * (1 - t), atol=1e-6)
+
+    depth = np.ones((160, 160), np.float32)
+    cfg = synth.SynthConfig.from_dict({"beta": [1.0, 1.0], "airlight": [0.9, 0.9], "tint": 0.0})
+    def clears(black_point, epoch=5, seed=3):
+        source = SyntheticSource([(misty, depth)], 64, cfg, _colour_only(black_point=black_point, crop_scale=(1.0, 1.0)),
+                                 extras=True)
+        r = np.random.default_rng(seed)
+        return [source.sample(r, epoch) for _ in range(6)]
+    for hazy, clear, t_map, airlight in clears(1.0):
+        assert np.percentile(clear.min(axis=-1), 5) < 0.05  # the veil is gone from the clean target
+        np.testing.assert_allclose(hazy, clear * t_map[..., None] + airlight * (1 - t_map[..., None]), atol=1e-5)
+    assert all(np.percentile(c.min(axis=-1), 5) > 0.3 for _, c, _, _ in clears(1.0, epoch=1))  # augmentation off
+    assert all(np.percentile(c.min(axis=-1), 5) > 0.3 for _, c, _, _ in clears(0.0))  # switched off
+    half = [np.percentile(c.min(axis=-1), 5) < 0.05 for seed in range(8) for _, c, _, _ in clears(0.5, seed=seed)]
+    assert 0.25 < np.mean(half) < 0.75
+    for bad in ({"black_point": 1.5}, {"hflip": -0.1}):
+        with pytest.raises(ConfigError, match="probability"):
+            A.AugmentConfig.from_dict(bad)

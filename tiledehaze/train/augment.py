@@ -16,6 +16,10 @@ import numpy as np
 from ..errors import ConfigError
 
 
+#: the options of :class:`AugmentConfig` that are probabilities
+PROBABILITIES = ("hflip", "vflip", "rot90", "ssr_prob", "jitter_prob", "channel_shuffle", "greyscale", "black_point")
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
     """What augmentation does, and from which epoch (1-based) it is switched on."""
@@ -44,6 +48,9 @@ class AugmentConfig:
     channel_shuffle: float = 0.0
     #: probability of turning the colour images grey (luma, Rec. 601), for monochrome scans
     greyscale: float = 0.0
+    #: probability of taking a clean photograph's own veil away before it is hazed (synthetic
+    #: data only; see :func:`black_level`)
+    black_point: float = 0.0
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> "AugmentConfig":
@@ -62,6 +69,8 @@ class AugmentConfig:
                 kw[key] = int(value)
             else:
                 kw[key] = float(value)
+                if key in PROBABILITIES and not 0.0 <= kw[key] <= 1.0:
+                    raise ConfigError(f"augment.{key} is a probability: give a value in [0, 1], not {value}")
         return cls(**kw)
 
     def active(self, epoch: int) -> bool:
@@ -153,6 +162,29 @@ def color_jitter(images: Sequence[np.ndarray], rng: np.random.Generator, *, brig
         x = (x - grey) * s + grey
         out.append(np.clip(x * g, 0.0, 1.0).astype(np.float32))
     return out
+
+
+#: the percentile of min(R, G, B) over a whole photograph that :func:`black_level` reads
+BLACK_PERCENTILE = 5.0
+
+
+def black_level(image: np.ndarray) -> float:
+    """The level the darkest pixels of a whole RGB photograph sit on: the 5th percentile of min(R, G, B).
+
+    Near 0 for most photographs. Mist, backlight or a faded print raise it (0.3 to 0.5 on some
+    wallpapers), a veil the haze model would otherwise count as scene.
+    """
+    return float(np.percentile(np.asarray(image).min(axis=-1), BLACK_PERCENTILE))
+
+
+def lower_black_level(image: np.ndarray, level: float) -> np.ndarray:
+    """``(image - level) / (1 - level)``, clipped to [0, 1]: the veil of :func:`black_level` taken away.
+
+    An affine map, so a veil taken away before hazing leaves the scattering model intact. The
+    level is capped at 0.9, so that a nearly white photograph is not stretched into noise.
+    """
+    level = min(max(float(level), 0.0), 0.9)
+    return np.clip((image - np.float32(level)) / np.float32(1.0 - level), 0.0, 1.0).astype(np.float32)
 
 
 def shuffle_channels(images: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:

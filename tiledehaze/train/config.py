@@ -70,6 +70,7 @@ DEFAULTS: dict[str, Any] = {
         "channel_gain": 0.03,
         "channel_shuffle": 0.0,
         "greyscale": 0.0,
+        "black_point": 0.0,
     },
     "guard": {
         "check_every": 200,
@@ -89,6 +90,8 @@ DEFAULTS: dict[str, Any] = {
 
 #: keys that say where and how a run is written, not what it learns (left out of the hash)
 _NOT_HASHED = ("output_dir", "threads", "log_every")
+#: options added later, left out of the hash while they are off (0), so older configs keep theirs
+_ADDED_LATER = (("data", "max_side"), ("synthesis", "exposure"), ("augment", "black_point"))
 #: sections that one model alone reads, left out of the hash of the others' configs
 _OWN_SECTIONS = {"hazenet": "hazenet", "jpeg": "srcnn"}
 
@@ -158,9 +161,8 @@ def config_hash(cfg: dict[str, Any]) -> str:
     for section, model in _OWN_SECTIONS.items():
         if learnt.get("model") != model:
             learnt.pop(section, None)
-    if not (learnt.get("data") or {}).get("max_side"):
-        learnt["data"] = {k: v for k, v in learnt.get("data", {}).items() if k != "max_side"}
-    if not (learnt.get("synthesis") or {}).get("exposure"):
-        learnt["synthesis"] = {k: v for k, v in learnt.get("synthesis", {}).items() if k != "exposure"}
+    for section, key in _ADDED_LATER:
+        if not (learnt.get(section) or {}).get(key):
+            learnt[section] = {k: v for k, v in learnt.get(section, {}).items() if k != key}
     blob = json.dumps(learnt, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..dataset import find_clear, image_files, images_by_stem, read_rgb, to_float_rgb
 from ..errors import ConfigError, InputError
-from .augment import AugmentConfig, patch_for_epoch
+from .augment import AugmentConfig, black_level, lower_black_level, patch_for_epoch
 from .synth import SynthConfig, cap_depth, disparity_depth, synthesize
 
 log = logging.getLogger(__name__)
@@ -220,9 +220,15 @@ class SyntheticSource:
     extras: bool = False
     degrade: Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]] | None = None
 
+    def __post_init__(self) -> None:
+        self._black_levels = [black_level(image) for image, _ in self.images] if self.aug.black_point > 0 else []
+
     def sample(self, rng: np.random.Generator, epoch: int) -> tuple[np.ndarray, ...]:
-        image, depth = self.images[int(rng.integers(len(self.images)))]
+        index = int(rng.integers(len(self.images)))
+        image, depth = self.images[index]
         clear, d = patch_for_epoch([image, depth], self.patch, rng, self.aug, epoch, colour=(0,))
+        if self._black_levels and self.aug.active(epoch) and rng.random() < self.aug.black_point:
+            clear = lower_black_level(clear, self._black_levels[index])
         if self.degrade is not None:
             return self.degrade(clear, rng)
         if not self.extras:
