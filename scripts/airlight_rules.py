@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("valset", type=Path, help="output of scripts/make_val_set.py")
     parser.add_argument("--weights", type=Path, default=None, help="HazeNet weights (default: the shipped ones)")
     parser.add_argument("--rules", default=",".join(RULES), help=f"comma-separated, of: {', '.join(RULES)}")
+    parser.add_argument("--power", type=float, default=1.0,
+                        help="score the network's t raised to this power (above 1: more haze removed everywhere)")
     parser.add_argument("--split-whites", action="store_true",
                         help="a row for hazes with an airlight dimmer than the photograph's whites, one for the rest")
     args = parser.parse_args(argv)
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             dim.append(true.max() < 0.95 * np.percentile(clear.max(axis=-1), 99.5))
             for rule in rules:
                 airlight = RULES[rule](hazy, true)
-                out = recover(hazy, airlight, network_transmission(network, hazy, airlight))
+                out = recover(hazy, airlight, network_transmission(network, hazy, airlight, args.power))
                 scores[rule].append((psnr(clear, out), float(np.abs(airlight / true - 1).mean()),
                                      mean_b_star(out) - mean_b_star(clear)))
         dim = np.asarray(dim)

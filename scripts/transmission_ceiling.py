@@ -11,6 +11,8 @@ squares t of ``I = J t + A (1 - t)`` for that A):
   and mean absolute error, where t is well defined (J far enough from A).
 
     python -m scripts.transmission_ceiling --data ../shared/data --evalset runs/evalset --evalset2 runs/evalset2
+
+``--power P`` scores the network's t raised to P instead (above 1: more haze removed everywhere).
 """
 
 from __future__ import annotations
@@ -38,13 +40,18 @@ def implied_transmission(hazy: np.ndarray, clear: np.ndarray, airlight: np.ndarr
     return np.clip(t, T_MIN, 1.0).astype(np.float32), energy > 0.01
 
 
-def network_transmission(network, hazy: np.ndarray, airlight: np.ndarray) -> np.ndarray:
-    """The bare network's t (H, W) for ``hazy`` divided by ``airlight``, as the engine feeds it."""
+def network_transmission(network, hazy: np.ndarray, airlight: np.ndarray, power: float = 1.0) -> np.ndarray:
+    """The bare network's t (H, W) for ``hazy`` divided by ``airlight``, as the engine feeds it.
+
+    ``power`` above 1 removes more haze everywhere (t ** power): a probe of whether the network
+    leaves haze in, not something the engine does.
+    """
     import torch
 
     x = pad_to_multiple((hazy / airlight)[None], ALIGN)
     with torch.no_grad():
-        return network(torch.from_numpy(x).permute(0, 3, 1, 2))[0, 0].numpy()[: hazy.shape[0], : hazy.shape[1]]
+        t = network(torch.from_numpy(x).permute(0, 3, 1, 2))[0, 0].numpy()[: hazy.shape[0], : hazy.shape[1]]
+    return t if power == 1.0 else np.power(t, np.float32(power))
 
 
 def recover(hazy: np.ndarray, airlight: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -59,6 +66,7 @@ def main() -> None:
     parser.add_argument("--evalset", type=Path, required=True)
     parser.add_argument("--evalset2", type=Path, required=True)
     parser.add_argument("--weights", type=Path, default=None, help="HazeNet weights (default: the shipped ones)")
+    parser.add_argument("--power", type=float, default=1.0, help="score the network's t raised to this power")
     args = parser.parse_args()
 
     network = HazeNet(load_weights(args.weights), output="t").to_torch().eval()
@@ -76,7 +84,7 @@ def main() -> None:
                 clear = cv2.resize(clear, hazy.shape[1::-1], interpolation=cv2.INTER_AREA)
             airlight = estimate_airlight(hazy, patch=DARK_PATCH)
             truth, defined = implied_transmission(hazy, clear, airlight)
-            t_net = network_transmission(network, hazy, airlight)
+            t_net = network_transmission(network, hazy, airlight, args.power)
             dark = cv2.erode((hazy / airlight).min(axis=-1), np.ones((DARK_PATCH, DARK_PATCH), np.uint8))
             t_dcp = 1.0 - 0.95 * dark
             errors = [(t - truth)[defined] for t in (t_dcp, t_net)]

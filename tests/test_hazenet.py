@@ -243,3 +243,16 @@ def test_airlight_rules_find_the_airlight_of_a_hazed_scene_and_score_every_gener
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and " dB" in line]
     assert {row.split(",")[0].split()[1] for row in rows} == {"cluster", "detail", "train"}
     assert all(row.split("|")[-2].split(", A ")[1].startswith("0.000") for row in rows)  # the true A is exact
+
+
+def test_transmission_probe_raises_the_networks_t_to_a_power(hazenet_weights):
+    """scripts/transmission_ceiling.network_transmission: power 1 is the bare network, above 1 removes more haze."""
+    from scripts.transmission_ceiling import network_transmission
+
+    net = HazeNet(load_weights(hazenet_weights), output="t").to_torch().eval()
+    hazy = np.random.default_rng(2).uniform(0.3, 0.9, (40, 56, 3)).astype(np.float32)
+    airlight = np.array([0.95, 0.95, 0.95], np.float32)
+    t = network_transmission(net, hazy, airlight)
+    assert t.shape == (40, 56) and 0.0 < t.min() and t.max() <= 1.0
+    np.testing.assert_allclose(network_transmission(net, hazy, airlight, power=1.2), t ** 1.2, rtol=1e-5)
+    assert (network_transmission(net, hazy, airlight, power=1.2) <= t).all()
