@@ -19,7 +19,7 @@ refined as the engine refines it), the median relative error of A, and the mean 
 (its brightest channel under 0.95 of the clear picture's 99.5th percentile): the regime where
 the brightest hazy pixels are white objects rather than haze.
 
-    python -m scripts.make_val_set --out runs/valset
+    python -m scripts.make_val_set --out runs/valset --exposure 0
     python -m scripts.airlight_rules runs/valset
 """
 

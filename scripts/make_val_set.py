@@ -25,8 +25,8 @@ Each generator's folder holds ``airlight.json``: the true A of every hazy pictur
 the picture where it varies), so that an airlight estimator can be scored on its own.
 
     python scripts/fetch_clean_photos.py --out data/clean
-    python -m scripts.make_val_set --out runs/valset
-    tiledehaze eval --hazy runs/valset/train/hazy --clear runs/valset/train/clear --model hazenet \\
+    python -m scripts.make_val_set --out runs/valset-exposed --exposure 0.8
+    tiledehaze eval --hazy runs/valset-exposed/train/hazy --clear runs/valset-exposed/train/clear --model hazenet \\
         --model-option hazenet.weights=RUN/last.safetensors --out runs/val-RUN-train
 """
 

@@ -288,25 +288,45 @@ def test_black_point_takes_a_photographs_own_veil_away_before_hazing():
     assert 0.35 <= A.black_level(misty) < 0.37 and A.black_level(scene) < 0.02
     np.testing.assert_allclose(A.lower_black_level(misty, 0.35), 0.6 / 0.65 * scene, atol=1e-6)
     # an affine map: a hazed photograph with its veil taken away is the veil-free photograph hazed
-    t, air = 0.4, np.float32(0.9)
-    level = 0.35
+    t, air, level = 0.4, np.float32(0.9), 0.35
     np.testing.assert_allclose(A.lower_black_level(misty * t + air * (1 - t), level),
                                A.lower_black_level(misty, level) * t + (air - level) / (1 - level) * (1 - t), atol=1e-6)
 
     depth = np.ones((160, 160), np.float32)
     cfg = synth.SynthConfig.from_dict({"beta": [1.0, 1.0], "airlight": [0.9, 0.9], "tint": 0.0})
-    def clears(black_point, epoch=5, seed=3):
-        source = SyntheticSource([(misty, depth)], 64, cfg, _colour_only(black_point=black_point, crop_scale=(1.0, 1.0)),
-                                 extras=True)
+
+    def samples(black_point, epoch=5, seed=3):
+        aug = _colour_only(black_point=black_point, crop_scale=(1.0, 1.0))
+        source = SyntheticSource([(misty, depth)], 64, cfg, aug, extras=True)
         r = np.random.default_rng(seed)
         return [source.sample(r, epoch) for _ in range(6)]
-    for hazy, clear, t_map, airlight in clears(1.0):
+
+    for hazy, clear, t_map, airlight in samples(1.0):
         assert np.percentile(clear.min(axis=-1), 5) < 0.05  # the veil is gone from the clean target
         np.testing.assert_allclose(hazy, clear * t_map[..., None] + airlight * (1 - t_map[..., None]), atol=1e-5)
-    assert all(np.percentile(c.min(axis=-1), 5) > 0.3 for _, c, _, _ in clears(1.0, epoch=1))  # augmentation off
-    assert all(np.percentile(c.min(axis=-1), 5) > 0.3 for _, c, _, _ in clears(0.0))  # switched off
-    half = [np.percentile(c.min(axis=-1), 5) < 0.05 for seed in range(8) for _, c, _, _ in clears(0.5, seed=seed)]
+    assert all(np.percentile(c.min(axis=-1), 5) > 0.3 for _, c, _, _ in samples(0.0))
+    half = [np.percentile(c.min(axis=-1), 5) < 0.05 for seed in range(8) for _, c, _, _ in samples(0.5, seed=seed)]
     assert 0.25 < np.mean(half) < 0.75
+    # before augmentation starts, and at probability 0, the samples are those of a recipe without the option
+    for a, b in zip(samples(1.0, epoch=1), samples(0.0, epoch=1)):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    r = np.random.default_rng(3)
+    r.integers(1)
+    aug = _colour_only(crop_scale=(1.0, 1.0))
+    clear, d = A.patch_for_epoch([misty, depth], 64, r, aug, 5, colour=(0,))
+    hazy, t_map, airlight = synth.synthesize(clear, r, cfg, depth_map=d, return_airlight=True)
+    first = samples(0.0)[0]
+    for x, y in zip(first, (hazy, clear, t_map, airlight)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_black_point_needs_synthetic_haze_and_probabilities_stay_in_range():
+    from tiledehaze.train.data import build_sources
+
     for bad in ({"black_point": 1.5}, {"hflip": -0.1}):
         with pytest.raises(ConfigError, match="probability"):
             A.AugmentConfig.from_dict(bad)
+    with pytest.raises(ConfigError, match="black_point"):
+        build_sources({"source": "paired", "paired": {"root": "nowhere"}}, synth.SynthConfig(),
+                      A.AugmentConfig(black_point=0.5), patch=32, seed=0)

@@ -49,7 +49,7 @@ class AugmentConfig:
     #: probability of turning the colour images grey (luma, Rec. 601), for monochrome scans
     greyscale: float = 0.0
     #: probability of taking a clean photograph's own veil away before it is hazed (synthetic
-    #: data only; see :func:`black_level`)
+    #: haze only; see :func:`black_level`); applied to the crop after the colour jitter
     black_point: float = 0.0
 
     @classmethod
@@ -183,7 +183,7 @@ def lower_black_level(image: np.ndarray, level: float) -> np.ndarray:
     An affine map, so a veil taken away before hazing leaves the scattering model intact. The
     level is capped at 0.9, so that a nearly white photograph is not stretched into noise.
     """
-    level = min(max(float(level), 0.0), 0.9)
+    level = min(float(level), 0.9)
     return np.clip((image - np.float32(level)) / np.float32(1.0 - level), 0.0, 1.0).astype(np.float32)
 
 

@@ -287,6 +287,9 @@ def build_sources(data: dict, synth: SynthConfig, aug: AugmentConfig, *, patch: 
     ``degrade`` (clean patch, rng) -> (input, target) replaces haze synthesis (synthetic source only).
     """
     kind = data.get("source", "synthetic")
+    if aug.black_point > 0 and (kind != "synthetic" or degrade is not None):
+        raise ConfigError("augment.black_point takes a veil away from clean photographs before they are hazed: "
+                          "it needs data.source 'synthetic' and a hazing model")
     val_aug = AugmentConfig(from_epoch=10**9, min_brightness=aug.min_brightness, max_tries=aug.max_tries)
     if kind == "synthetic":
         names = expand_clean(list(data.get("clean_images") or []))
