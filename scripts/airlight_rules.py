@@ -10,6 +10,7 @@ never on a reporting set:
 - ``mean``: the mean colour of those haziest pixels;
 - ``haze-lines``: the point the haze-lines of the picture meet (Berman, Treibitz and Avidan,
   "Air-light estimation using haze-lines", ICCP 2017), on a 256 px copy;
+- ``half-grey``: the engine's rule with A's colour pulled halfway toward grey;
 - ``true``: the generator's own A, the ceiling of any rule.
 
 For each generator and rule: mean PSNR of HazeNet's output (whole picture, the network's t
@@ -87,10 +88,16 @@ def haze_lines(image: np.ndarray, *, side: int = 256, levels: int = 24, spacing:
     return np.maximum(np.array([grids[0][r], grids[1][g], grids[2][b]]), MIN_AIRLIGHT).astype(np.float32)
 
 
+def half_grey(airlight: np.ndarray) -> np.ndarray:
+    """``airlight`` with its colour pulled halfway toward the grey of the same mean."""
+    return (0.5 * (airlight + airlight.mean())).astype(np.float32)
+
+
 RULES = {
     "dcp": lambda hazy, true: estimate_airlight(hazy, patch=DARK_PATCH),
     "mean": lambda hazy, true: haziest_mean(hazy),
     "haze-lines": lambda hazy, true: haze_lines(hazy),
+    "half-grey": lambda hazy, true: half_grey(estimate_airlight(hazy, patch=DARK_PATCH)),
     "true": lambda hazy, true: true,
 }
 
@@ -102,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules", default=",".join(RULES), help=f"comma-separated, of: {', '.join(RULES)}")
     parser.add_argument("--power", type=float, default=1.0,
                         help="score the network's t raised to this power (above 1: more haze removed everywhere)")
+    parser.add_argument("--angstrom", type=float, default=0.0,
+                        help="recover each channel with its own t, t ** (lambda / 550 nm) ** -ANGSTROM (a probe)")
     parser.add_argument("--split-whites", action="store_true",
                         help="a row for hazes with an airlight dimmer than the photograph's whites, one for the rest")
     args = parser.parse_args(argv)
@@ -121,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             dim.append(true.max() < 0.95 * np.percentile(clear.max(axis=-1), 99.5))
             for rule in rules:
                 airlight = RULES[rule](hazy, true)
-                out = recover(hazy, airlight, network_transmission(network, hazy, airlight, args.power))
+                out = recover(hazy, airlight, network_transmission(network, hazy, airlight, args.power), args.angstrom)
                 scores[rule].append((psnr(clear, out), float(np.abs(airlight / true - 1).mean()),
                                      mean_b_star(out) - mean_b_star(clear)))
         dim = np.asarray(dim)

@@ -54,10 +54,22 @@ def network_transmission(network, hazy: np.ndarray, airlight: np.ndarray, power:
     return t if power == 1.0 else np.power(t, np.float32(power))
 
 
-def recover(hazy: np.ndarray, airlight: np.ndarray, t: np.ndarray) -> np.ndarray:
+#: R, G, B wavelengths (nm) of the ``angstrom`` probe, as the validation and held-out generators use them
+WAVELENGTHS_NM = np.array([610.0, 550.0, 465.0], np.float32)
+
+
+def recover(hazy: np.ndarray, airlight: np.ndarray, t: np.ndarray, angstrom: float = 0.0) -> np.ndarray:
+    """J from t refined as the engine refines it.
+
+    ``angstrom`` above 0 takes t as green's and gives every channel its own, ``t ** (lambda_c /
+    550 nm) ** -angstrom`` (Angstrom's law: blue scattered most): a probe of whether the single t
+    of the network is what leaves distant scenery blue, not something the engine does.
+    """
     grey = cv2.cvtColor(hazy, cv2.COLOR_RGB2GRAY)
-    refined = np.clip(guided_filter(grey, t, GUIDED_RADIUS, GUIDED_EPS), T_MIN, 1.0)
-    return np.clip((hazy - airlight) / refined[..., None] + airlight, 0.0, 1.0)
+    refined = np.clip(guided_filter(grey, t, GUIDED_RADIUS, GUIDED_EPS), T_MIN, 1.0)[..., None]
+    if angstrom:
+        refined = np.clip(refined ** ((WAVELENGTHS_NM / WAVELENGTHS_NM[1]) ** -angstrom), T_MIN, 1.0)
+    return np.clip((hazy - airlight) / refined + airlight, 0.0, 1.0)
 
 
 def main() -> None:

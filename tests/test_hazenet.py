@@ -255,3 +255,20 @@ def test_transmission_probe_raises_the_networks_t_to_a_power(hazenet_weights):
     t = network_transmission(net, hazy, airlight)
     assert t.shape == (40, 56) and 0.0 < t.min() and t.max() <= 1.0
     np.testing.assert_allclose(network_transmission(net, hazy, airlight, power=1.2), t ** 1.2, rtol=1e-5)
+
+
+def test_angstrom_probe_recovers_haze_that_scatters_blue_more_than_red():
+    """scripts/transmission_ceiling.recover: one t per channel by Angstrom's law undoes such haze; a single t leaves it blue."""
+    from scripts.airlight_rules import half_grey
+    from scripts.transmission_ceiling import WAVELENGTHS_NM, recover
+
+    clear = np.random.default_rng(3).uniform(0.05, 0.6, (48, 64, 3)).astype(np.float32)
+    airlight = np.array([0.9, 0.9, 0.9], np.float32)
+    t_green = np.full(clear.shape[:2], 0.4, np.float32)
+    t = 0.4 ** ((WAVELENGTHS_NM / WAVELENGTHS_NM[1]) ** -1.2)  # red clearest, blue hazier
+    hazy = (clear * t + airlight * (1 - t)).astype(np.float32)
+
+    np.testing.assert_allclose(recover(hazy, airlight, t_green, angstrom=1.2), clear, atol=1e-3)
+    single = recover(hazy, airlight, t_green) - clear
+    assert single[..., 2].mean() > 0.05 and single[..., 0].mean() < -0.02 and np.abs(single[..., 1]).max() < 1e-3
+    np.testing.assert_allclose(half_grey(np.array([0.8, 0.9, 1.0], np.float32)), [0.85, 0.9, 0.95], rtol=1e-6)
