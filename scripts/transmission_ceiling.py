@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from scripts.make_eval_set import WAVELENGTHS_NM
 from scripts.quality_table import paired_sets
 from tiledehaze.dataset import find_clear, image_files, images_by_stem, read_rgb
 from tiledehaze.metrics import psnr
@@ -54,21 +55,19 @@ def network_transmission(network, hazy: np.ndarray, airlight: np.ndarray, power:
     return t if power == 1.0 else np.power(t, np.float32(power))
 
 
-#: R, G, B wavelengths (nm) of the ``angstrom`` probe, as the validation and held-out generators use them
-WAVELENGTHS_NM = np.array([610.0, 550.0, 465.0], np.float32)
-
-
 def recover(hazy: np.ndarray, airlight: np.ndarray, t: np.ndarray, angstrom: float = 0.0) -> np.ndarray:
     """J from t refined as the engine refines it.
 
     ``angstrom`` above 0 takes t as green's and gives every channel its own, ``t ** (lambda_c /
-    550 nm) ** -angstrom`` (Angstrom's law: blue scattered most): a probe of whether the single t
-    of the network is what leaves distant scenery blue, not something the engine does.
+    550 nm) ** -angstrom`` (Angstrom's law: blue scattered most; the wavelengths of
+    ``scripts/make_eval_set.py``): a probe of whether the network's single t is what leaves
+    distant scenery blue, not something the engine does.
     """
     grey = cv2.cvtColor(hazy, cv2.COLOR_RGB2GRAY)
     refined = np.clip(guided_filter(grey, t, GUIDED_RADIUS, GUIDED_EPS), T_MIN, 1.0)[..., None]
     if angstrom:
-        refined = np.clip(refined ** ((WAVELENGTHS_NM / WAVELENGTHS_NM[1]) ** -angstrom), T_MIN, 1.0)
+        exponent = ((WAVELENGTHS_NM / WAVELENGTHS_NM[1]) ** -angstrom).astype(np.float32)
+        refined = np.clip(refined ** exponent, T_MIN, 1.0)
     return np.clip((hazy - airlight) / refined + airlight, 0.0, 1.0)
 
 

@@ -260,7 +260,8 @@ def test_transmission_probe_raises_the_networks_t_to_a_power(hazenet_weights):
 def test_angstrom_probe_recovers_haze_that_scatters_blue_more_than_red():
     """scripts/transmission_ceiling.recover: one t per channel by Angstrom's law undoes such haze; a single t leaves it blue."""
     from scripts.airlight_rules import half_grey
-    from scripts.transmission_ceiling import WAVELENGTHS_NM, recover
+    from scripts.make_eval_set import WAVELENGTHS_NM
+    from scripts.transmission_ceiling import recover
 
     clear = np.random.default_rng(3).uniform(0.05, 0.6, (48, 64, 3)).astype(np.float32)
     airlight = np.array([0.9, 0.9, 0.9], np.float32)
