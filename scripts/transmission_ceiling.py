@@ -13,6 +13,9 @@ squares t of ``I = J t + A (1 - t)`` for that A):
     python -m scripts.transmission_ceiling --data ../shared/data --evalset runs/evalset --evalset2 runs/evalset2
 
 ``--power P`` scores the network's t raised to P instead (above 1: more haze removed everywhere).
+The second ceiling gives each channel its own implied t: what a network with three transmissions
+could reach. ``--valset runs/valset-exposed`` scores the validation generators of
+``scripts/make_val_set.py`` instead of the reporting sets.
 """
 
 from __future__ import annotations
@@ -41,6 +44,14 @@ def implied_transmission(hazy: np.ndarray, clear: np.ndarray, airlight: np.ndarr
     return np.clip(t, T_MIN, 1.0).astype(np.float32), energy > 0.01
 
 
+def implied_channel_transmission(hazy: np.ndarray, clear: np.ndarray, airlight: np.ndarray) -> np.ndarray:
+    """The t of each channel alone (H, W, 3); the shared least-squares t where J_c is too near A_c."""
+    d = clear - airlight
+    shared = implied_transmission(hazy, clear, airlight)[0][..., None]
+    own = (hazy - airlight) / np.where(np.abs(d) > 0.05, d, 1.0)
+    return np.clip(np.where(np.abs(d) > 0.05, own, shared), T_MIN, 1.0).astype(np.float32)
+
+
 def network_transmission(network, hazy: np.ndarray, airlight: np.ndarray, power: float = 1.0) -> np.ndarray:
     """The bare network's t (H, W) for ``hazy`` divided by ``airlight``, as the engine feeds it.
 
@@ -56,7 +67,7 @@ def network_transmission(network, hazy: np.ndarray, airlight: np.ndarray, power:
 
 
 def recover(hazy: np.ndarray, airlight: np.ndarray, t: np.ndarray, angstrom: float = 0.0) -> np.ndarray:
-    """J from t refined as the engine refines it.
+    """J from t (H, W), or one t per channel (H, W, 3), refined as the engine refines it.
 
     ``angstrom`` above 0 takes t as green's and gives every channel its own, ``t ** (lambda_c /
     550 nm) ** -angstrom`` (Angstrom's law: blue scattered most; the wavelengths of
@@ -64,26 +75,36 @@ def recover(hazy: np.ndarray, airlight: np.ndarray, t: np.ndarray, angstrom: flo
     distant scenery blue, not something the engine does.
     """
     grey = cv2.cvtColor(hazy, cv2.COLOR_RGB2GRAY)
-    refined = np.clip(guided_filter(grey, t, GUIDED_RADIUS, GUIDED_EPS), T_MIN, 1.0)[..., None]
+    channels = [t] if t.ndim == 2 else [np.ascontiguousarray(t[..., c]) for c in range(3)]
+    refined = np.clip(np.stack([guided_filter(grey, c, GUIDED_RADIUS, GUIDED_EPS) for c in channels], -1), T_MIN, 1.0)
     if angstrom:
         exponent = ((WAVELENGTHS_NM / WAVELENGTHS_NM[1]) ** -angstrom).astype(np.float32)
         refined = np.clip(refined ** exponent, T_MIN, 1.0)
     return np.clip((hazy - airlight) / refined + airlight, 0.0, 1.0)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="folder holding paired/")
-    parser.add_argument("--evalset", type=Path, required=True)
-    parser.add_argument("--evalset2", type=Path, required=True)
+    parser.add_argument("--data", type=Path, help="folder holding paired/")
+    parser.add_argument("--evalset", type=Path)
+    parser.add_argument("--evalset2", type=Path)
+    parser.add_argument("--valset", type=Path,
+                        help="score the generators of scripts/make_val_set.py instead of the reporting sets")
     parser.add_argument("--weights", type=Path, default=None, help="HazeNet weights (default: the shipped ones)")
     parser.add_argument("--power", type=float, default=1.0, help="score the network's t raised to this power")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.valset is not None:
+        sets = [(f"validation, {p.parent.name}", p.parent / "hazy", p.parent / "clear", None)
+                for p in sorted(args.valset.glob("*/airlight.json"))]
+    elif None in (args.data, args.evalset, args.evalset2):
+        parser.error("give --data, --evalset and --evalset2, or --valset")
+    else:
+        sets = paired_sets(args.data, args.evalset, args.evalset2)
 
     network = HazeNet(load_weights(args.weights), output="t").to_torch().eval()
-    print("| set | hazy | DCP | HazeNet | ceiling | DCP t bias / MAE | HazeNet t bias / MAE |")
-    print("|---|---|---|---|---|---|---|")
-    for label, hazy_dir, clear_dir, crop in paired_sets(args.data, args.evalset, args.evalset2):
+    print("| set | hazy | DCP | HazeNet | ceiling | ceiling, a t per channel | DCP t bias / MAE | HazeNet t bias / MAE |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, hazy_dir, clear_dir, crop in sets:
         clear_by_stem = images_by_stem(clear_dir)
         rows = []
         for path in image_files(hazy_dir):
@@ -101,11 +122,13 @@ def main() -> None:
             errors = [(t - truth)[defined] for t in (t_dcp, t_net)]
             rows.append([psnr(clear, hazy), psnr(clear, recover(hazy, airlight, t_dcp)),
                          psnr(clear, recover(hazy, airlight, t_net)), psnr(clear, recover(hazy, airlight, truth)),
+                         psnr(clear, recover(hazy, airlight, implied_channel_transmission(hazy, clear, airlight))),
                          *[v for e in errors for v in (e.mean(), np.abs(e).mean())]])
         m = np.mean(rows, axis=0)
-        print(f"| {label} ({len(rows)}) | {m[0]:.2f} | {m[1]:.2f} | {m[2]:.2f} | {m[3]:.2f} | "
-              f"{m[4]:+.3f} / {m[5]:.3f} | {m[6]:+.3f} / {m[7]:.3f} |", flush=True)
+        print(f"| {label} ({len(rows)}) | {m[0]:.2f} | {m[1]:.2f} | {m[2]:.2f} | {m[3]:.2f} | {m[4]:.2f} | "
+              f"{m[5]:+.3f} / {m[6]:.3f} | {m[7]:+.3f} / {m[8]:.3f} |", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

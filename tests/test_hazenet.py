@@ -244,6 +244,14 @@ def test_airlight_rules_find_the_airlight_of_a_hazed_scene_and_score_every_gener
     assert {row.split(",")[0].split()[1] for row in rows} == {"cluster", "detail", "train"}
     assert all(row.split("|")[-2].split(", A ")[1].startswith("0.000") for row in rows)  # the true A is exact
 
+    from scripts.transmission_ceiling import main as transmission_ceiling
+    assert transmission_ceiling(["--valset", str(tmp_path / "val")]) == 0
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| validation, ")]
+    assert {row[1].split()[1] for row in rows} == {"cluster", "detail", "train"}
+    for row in rows:  # hazy, DCP, HazeNet, ceiling, ceiling with a t per channel: the last two above the rest
+        hazy, dcp, net, ceiling, per_channel = map(float, row[2:7])
+        assert per_channel >= ceiling - 0.1 and ceiling > max(dcp, net, hazy), row
+
 
 def test_transmission_probe_raises_the_networks_t_to_a_power(hazenet_weights):
     """scripts/transmission_ceiling.network_transmission: power 1 is the bare network, above 1 removes more haze."""
@@ -258,10 +266,10 @@ def test_transmission_probe_raises_the_networks_t_to_a_power(hazenet_weights):
 
 
 def test_angstrom_probe_recovers_haze_that_scatters_blue_more_than_red():
-    """scripts/transmission_ceiling.recover: one t per channel by Angstrom's law undoes such haze; a single t leaves it blue."""
+    """scripts/transmission_ceiling.recover: one t per channel (by Angstrom's law, or implied) undoes such haze; one t leaves it blue."""
     from scripts.airlight_rules import half_grey
     from scripts.make_eval_set import WAVELENGTHS_NM
-    from scripts.transmission_ceiling import recover
+    from scripts.transmission_ceiling import implied_channel_transmission, recover
 
     clear = np.random.default_rng(3).uniform(0.05, 0.6, (48, 64, 3)).astype(np.float32)
     airlight = np.array([0.9, 0.9, 0.9], np.float32)
@@ -270,6 +278,8 @@ def test_angstrom_probe_recovers_haze_that_scatters_blue_more_than_red():
     hazy = (clear * t + airlight * (1 - t)).astype(np.float32)
 
     np.testing.assert_allclose(recover(hazy, airlight, t_green, angstrom=1.2), clear, atol=1e-3)
+    np.testing.assert_allclose(recover(hazy, airlight, implied_channel_transmission(hazy, clear, airlight)), clear,
+                               atol=1e-3)  # a t per channel needs no law
     single = recover(hazy, airlight, t_green) - clear
     assert single[..., 2].mean() > 0.05 and single[..., 0].mean() < -0.02 and np.abs(single[..., 1]).max() < 1e-3
     np.testing.assert_allclose(half_grey(np.array([0.8, 0.9, 1.0], np.float32)), [0.85, 0.9, 0.95], rtol=1e-6)
