@@ -47,9 +47,9 @@ def implied_transmission(hazy: np.ndarray, clear: np.ndarray, airlight: np.ndarr
 def implied_channel_transmission(hazy: np.ndarray, clear: np.ndarray, airlight: np.ndarray) -> np.ndarray:
     """The t of each channel alone (H, W, 3); the shared least-squares t where J_c is too near A_c."""
     d = clear - airlight
+    apart = np.abs(d) > 0.05
     shared = implied_transmission(hazy, clear, airlight)[0][..., None]
-    own = (hazy - airlight) / np.where(np.abs(d) > 0.05, d, 1.0)
-    return np.clip(np.where(np.abs(d) > 0.05, own, shared), T_MIN, 1.0).astype(np.float32)
+    return np.clip(np.where(apart, (hazy - airlight) / np.where(apart, d, 1.0), shared), T_MIN, 1.0).astype(np.float32)
 
 
 def network_transmission(network, hazy: np.ndarray, airlight: np.ndarray, power: float = 1.0) -> np.ndarray:
