@@ -53,7 +53,8 @@ def implied_channel_transmission(hazy: np.ndarray, clear: np.ndarray, airlight: 
 
 
 def network_transmission(network, hazy: np.ndarray, airlight: np.ndarray, power: float = 1.0) -> np.ndarray:
-    """The bare network's t (H, W) for ``hazy`` divided by ``airlight``, as the engine feeds it.
+    """The bare network's t for ``hazy`` divided by ``airlight``, as the engine feeds it: (H, W),
+    or (H, W, 3) from a network with a transmission per colour.
 
     ``power`` above 1 removes more haze everywhere (t ** power): a probe of whether the network
     leaves haze in, not something the engine does.
@@ -62,7 +63,8 @@ def network_transmission(network, hazy: np.ndarray, airlight: np.ndarray, power:
 
     x = pad_to_multiple((hazy / airlight)[None], ALIGN)
     with torch.no_grad():
-        t = network(torch.from_numpy(x).permute(0, 3, 1, 2))[0, 0].numpy()[: hazy.shape[0], : hazy.shape[1]]
+        t = network(torch.from_numpy(x).permute(0, 3, 1, 2))[0].numpy()[:, : hazy.shape[0], : hazy.shape[1]]
+    t = np.ascontiguousarray(t[0] if network.t_channels == 1 else t.transpose(1, 2, 0))
     return t if power == 1.0 else np.power(t, np.float32(power))
 
 
@@ -75,9 +77,11 @@ def recover(hazy: np.ndarray, airlight: np.ndarray, t: np.ndarray, angstrom: flo
     distant scenery blue, not something the engine does.
     """
     grey = cv2.cvtColor(hazy, cv2.COLOR_RGB2GRAY)
-    channels = [t] if t.ndim == 2 else [np.ascontiguousarray(t[..., c]) for c in range(3)]
-    refined = np.clip(np.stack([guided_filter(grey, c, GUIDED_RADIUS, GUIDED_EPS) for c in channels], -1), T_MIN, 1.0)
+    refined = guided_filter(grey, np.ascontiguousarray(t), GUIDED_RADIUS, GUIDED_EPS)
+    refined = np.clip(refined.reshape(*refined.shape[:2], -1), T_MIN, 1.0)
     if angstrom:
+        if t.ndim == 3:
+            raise ValueError("an Angstrom exponent spreads one t over the colours; this t has one per colour")
         exponent = ((WAVELENGTHS_NM / WAVELENGTHS_NM[1]) ** -angstrom).astype(np.float32)
         refined = np.clip(refined ** exponent, T_MIN, 1.0)
     return np.clip((hazy - airlight) / refined + airlight, 0.0, 1.0)

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| hazy input | " + " | ".join(f"{h:.2f}" for h in hazy) + f" | {np.mean(hazy):.2f} |")
     for run, cfg in configs.items():
         task = get_task(cfg)
-        module = task.module()
+        module = task.module(cfg)
         module.load_state_dict({k: torch.from_numpy(v) for k, v in task.load(run / "last.safetensors").items()})
         scores = [mean_quality(v[1], predict(task, module, v, 8))[0] for _, v in sets.values()]
         print(f"| {run.name} | " + " | ".join(f"{s:.2f}" for s in scores) + f" | {np.mean(scores):.2f} |", flush=True)

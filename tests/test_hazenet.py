@@ -20,11 +20,13 @@ from tiledehaze.metrics import psnr
 from .images import hazy_photo
 
 
-@pytest.fixture(scope="module")
-def hazenet_weights(tmp_path_factory):
-    """Non-degenerate random HazeNet weights (independent of the shipped ones)."""
+@pytest.fixture(scope="module", params=[1, 3], ids=["one-t", "t-per-colour"])
+def hazenet_weights(request, tmp_path_factory):
+    """Non-degenerate random HazeNet weights (independent of the shipped ones), with one
+    transmission for all colours or one per colour."""
     rng = np.random.default_rng(5)
-    weights = {k: v + rng.normal(0.0, 0.05, v.shape).astype(np.float32) for k, v in init_weights(3).items()}
+    weights = {k: v + rng.normal(0.0, 0.05, v.shape).astype(np.float32)
+               for k, v in init_weights(3, t_channels=request.param).items()}
     weights["fine.bias"][:] = 0.0  # t spread over its range, not stuck near 1
     path = tmp_path_factory.mktemp("hazenet") / "hazenet.safetensors"
     save_weights(weights, path)
@@ -141,15 +143,74 @@ def test_weights_alone_choose_their_network(weights_path, hazenet_weights):
         create_model("hazenet", weights=weights_path)
 
 
-def test_train_command_trains_hazenet_from_its_config_keys(tiny_config, tmp_path):
+@pytest.mark.parametrize("per_colour", [False, True])
+def test_train_command_trains_hazenet_from_its_config_keys(tiny_config, tmp_path, per_colour):
     from tiledehaze.models.aodnet import read_metadata
     from tiledehaze.train import train
 
-    cfg = tiny_config("model=hazenet", "loss=l1", "patch_size=32", "data.val_patch_size=32", "num_epochs=1")
+    cfg = tiny_config("model=hazenet", "loss=l1", "patch_size=32", "data.val_patch_size=32", "num_epochs=1",
+                      f"hazenet.t_per_channel={str(per_colour).lower()}", "synthesis.angstrom=[0.5,1.5]")
     result = train(cfg, out_dir=tmp_path)
     assert read_metadata(result.last_weights)["format"] == "tiledehaze-hazenet-1"
-    assert create_model(weights=result.last_weights).name == "hazenet"  # the file says which network it is
+    model = create_model(weights=result.last_weights)
+    assert model.name == "hazenet"  # the file says which network it is
+    assert model.t_channels == 1 + 2 * per_colour
     assert np.isfinite(result.history[-1]["val_psnr"])
+
+
+def test_synthetic_haze_hands_the_network_the_true_transmission_of_each_colour():
+    """With Angstrom's law blue is hazier than red, and the training target says so; grey fog has one t."""
+    from tiledehaze.train.augment import AugmentConfig
+    from tiledehaze.train.data import SyntheticSource, load_builtin
+    from tiledehaze.train.synth import SynthConfig
+
+    aug = AugmentConfig(from_epoch=10**9)
+    for angstrom in (0.0, 1.0):
+        synth = SynthConfig(angstrom=(angstrom, angstrom), depth_weights={"uniform": 1.0})
+        source = SyntheticSource([load_builtin("coffee")], 32, synth, aug, extras=True)
+        hazy, _, t, _ = source.sample(np.random.default_rng(1), 0)
+        assert t.shape == hazy.shape
+        red, green, blue = (float(t[..., c].mean()) for c in range(3))
+        assert blue < green < red or (angstrom == 0 and blue == green == red), (angstrom, red, green, blue)
+
+
+def _constant_t_weights(t: tuple[float, float, float] | float) -> dict[str, np.ndarray]:
+    """A network whose transmission is the same everywhere: ``t`` per colour, or one ``t``."""
+    from tiledehaze.models.hazenet import T_MIN
+
+    t = np.atleast_1d(np.asarray(t, np.float32))
+    weights = {k: np.zeros_like(v) for k, v in init_weights(0, t_channels=len(t)).items()}
+    weights["fine.bias"][:] = np.log((t - T_MIN) / (1 - t))  # the sigmoid's inverse, over [T_MIN, 1]
+    return weights
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_a_transmission_per_colour_undoes_haze_that_scatters_blue_more_than_red(tmp_path, backend):
+    """Blue scattered most (Angstrom's law): one t per colour restores the scene, one t for all leaves it blue."""
+    clear = hazy_photo(64, 80, seed=4).astype(np.float32) / 255.0 * 0.8
+    t = (0.7, 0.55, 0.4)  # red clearest, blue hazier
+    airlight = np.array([0.9, 0.9, 0.9], np.float32)
+    hazy = (clear * np.array(t, np.float32) + airlight * (1 - np.array(t, np.float32))).astype(np.float32)
+    outs = {}
+    for name, value in (("per-colour", t), ("one", float(np.mean(t)))):
+        save_weights(_constant_t_weights(value), tmp_path / f"{name}.safetensors")
+        model = create_model("hazenet", weights=tmp_path / f"{name}.safetensors", backend=backend)
+        outs[name] = model.run(hazy[None], {"airlight": airlight})[0]
+    np.testing.assert_allclose(outs["per-colour"], np.clip(clear, 0, 1), atol=2e-4)
+    error = outs["one"] - clear
+    assert error[..., 2].mean() > 0.03 and error[..., 0].mean() < -0.03  # blue left in, red taken out
+
+
+def test_guided_filter_refines_every_colour_as_it_refines_each_alone():
+    from tiledehaze.models.hazenet import guided_filter
+
+    rng = np.random.default_rng(6)
+    guide = rng.random((50, 70), dtype=np.float32)
+    src = rng.random((50, 70, 3), dtype=np.float32)
+    together = guided_filter(guide, src, 8, 1e-3)
+    for c in range(3):
+        np.testing.assert_allclose(together[..., c], guided_filter(guide, np.ascontiguousarray(src[..., c]), 8, 1e-3),
+                                   atol=1e-6)
 
 
 def test_nodata_never_sets_hazenets_airlight():
@@ -261,7 +322,7 @@ def test_transmission_probe_raises_the_networks_t_to_a_power(hazenet_weights):
     hazy = np.random.default_rng(2).uniform(0.3, 0.9, (40, 56, 3)).astype(np.float32)
     airlight = np.array([0.95, 0.95, 0.95], np.float32)
     t = network_transmission(net, hazy, airlight)
-    assert t.shape == (40, 56) and 0.0 < t.min() and t.max() <= 1.0
+    assert t.shape == (40, 56, 3)[: 2 + (net.t_channels == 3)] and 0.0 < t.min() and t.max() <= 1.0
     np.testing.assert_allclose(network_transmission(net, hazy, airlight, power=1.2), t ** 1.2, rtol=1e-5)
 
 

@@ -38,7 +38,7 @@ from ..pending import Then
 from .base import pad_to_multiple
 from .dcp import estimate_airlight
 
-#: (name, in_channels, out_channels, kernel, stride, transposed)
+#: (name, in_channels, out_channels, kernel, stride, transposed), for one transmission
 C1, C2, C3 = 16, 32, 48
 LAYERS: tuple[tuple[str, int, int, int, int, bool], ...] = (
     ("enc1", 16, C1, 3, 1, False),   # half resolution, after space-to-depth of (x, dark)
@@ -51,9 +51,28 @@ LAYERS: tuple[tuple[str, int, int, int, int, bool], ...] = (
     ("dec2", C2, C2, 3, 1, False),
     ("up1", C2, C1, 2, 2, True),     # back to half, added to enc1
     ("dec1", C1, C1, 3, 1, False),
-    ("head", C1, 4, 3, 1, False),    # depth-to-space: one full-resolution channel
+    ("head", C1, 4, 3, 1, False),    # depth-to-space: one full-resolution channel per transmission
     ("fine", 4, 1, 3, 1, False),     # full resolution on (x, dark): edges
 )
+#: how many transmissions a network may predict: one for all colours, or one per colour
+#: (haze that scatters blue more than red, and an airlight whose colour is slightly off)
+T_CHANNELS = (1, 3)
+
+
+def layers(t_channels: int = 1) -> tuple[tuple[str, int, int, int, int, bool], ...]:
+    """:data:`LAYERS` with ``t_channels`` transmissions out of the head and the fine layer."""
+    if t_channels not in T_CHANNELS:
+        raise ValueError(f"HazeNet predicts {' or '.join(map(str, T_CHANNELS))} transmissions, not {t_channels}")
+    out = {"head": 4 * t_channels, "fine": t_channels}
+    return tuple((name, cin, out.get(name, cout), k, s, tr) for name, cin, cout, k, s, tr in LAYERS)
+
+
+def t_channels_of(weights: dict[str, Any]) -> int:
+    """How many transmissions these weights predict (read from the fine layer's bias)."""
+    bias = weights.get("fine.bias")
+    return int(np.shape(bias)[0]) if bias is not None and np.ndim(bias) == 1 else 1
+
+
 #: dark-channel window, as the Dark Channel Prior
 DARK_PATCH = 15
 #: the smallest transmission the network can predict (J / A gains at most 1 / T_MIN)
@@ -78,7 +97,7 @@ def weight_shape(cin: int, cout: int, k: int, transposed: bool) -> tuple[int, in
     return (cin, cout, k, k) if transposed else (cout, cin, k, k)
 
 
-def init_weights(seed: int = 0, *, rng: np.random.Generator | None = None) -> Weights:
+def init_weights(seed: int = 0, *, rng: np.random.Generator | None = None, t_channels: int = 1) -> Weights:
     """He-normal kernels, zero biases; small output kernels and a bias that start t near 0.85 (light haze).
 
     Starting from light haze keeps the first steps from over-correcting (t near 0.5 everywhere),
@@ -86,7 +105,7 @@ def init_weights(seed: int = 0, *, rng: np.random.Generator | None = None) -> We
     """
     rng = rng if rng is not None else np.random.default_rng(seed)
     weights: Weights = {}
-    for name, cin, cout, k, _, transposed in LAYERS:
+    for name, cin, cout, k, _, transposed in layers(t_channels):
         fan_in = (cout if transposed else cin) * k * k
         std = np.sqrt(2.0 / fan_in)
         weights[f"{name}.weight"] = rng.normal(0.0, std, weight_shape(cin, cout, k, transposed)).astype(np.float32)
@@ -98,9 +117,10 @@ def init_weights(seed: int = 0, *, rng: np.random.Generator | None = None) -> We
 
 
 def check_weights(weights: dict[str, Any], source: str) -> Weights:
-    """Validate names and shapes; returns float32 arrays."""
+    """Validate names and shapes (one transmission or one per colour); returns float32 arrays."""
     shapes = {}
-    for name, cin, cout, k, _, transposed in LAYERS:
+    t_channels = t_channels_of(weights)
+    for name, cin, cout, k, _, transposed in layers(t_channels if t_channels in T_CHANNELS else 1):
         shapes[f"{name}.weight"], shapes[f"{name}.bias"] = weight_shape(cin, cout, k, transposed), (cout,)
     return check_shapes(weights, shapes, source, "HazeNet")
 
@@ -113,12 +133,15 @@ def load_weights(path: str | Path | None = None) -> Weights:
     return check_weights(read_weights(path), str(path))
 
 
-def parameter_count() -> int:
-    return sum(int(np.prod(weight_shape(ci, co, k, tr))) + co for _, ci, co, k, _, tr in LAYERS)
+def parameter_count(t_channels: int = 1) -> int:
+    return sum(int(np.prod(weight_shape(ci, co, k, tr))) + co for _, ci, co, k, _, tr in layers(t_channels))
 
 
 class Ops(Protocol):
     """The operations :func:`forward` is written in (a torch and an ONNX implementation)."""
+
+    #: transmissions the network predicts (1 or 3)
+    t_channels: int
 
     def conv(self, name: str, x: Any, *, relu: bool) -> Any: ...
     def dark(self, x: Any, patch: int) -> Any: ...
@@ -133,8 +156,9 @@ class Ops(Protocol):
 def forward(ops: Ops, x: Any, *, return_t: bool = False, output: str = "j") -> Any:
     """HazeNet on airlight-normalised input ``x`` (N, 3, H, W), H and W multiples of :data:`ALIGN`.
 
-    Returns ``J / A`` (and t when asked), or with ``output="t"`` the transmission repeated over
-    three channels (what the engine runs: it refines t before recovering J).
+    Returns ``J / A`` (and t when asked), or with ``output="t"`` the transmission on three
+    channels, one per colour (what the engine runs: it refines t before recovering J); a
+    network with a single transmission repeats it.
     """
     feats = ops.concat([x, ops.dark(x, DARK_PATCH)])
     e1 = ops.conv("enc1", ops.space_to_depth(feats), relu=True)
@@ -145,7 +169,7 @@ def forward(ops: Ops, x: Any, *, return_t: bool = False, output: str = "j") -> A
     logit = ops.add(ops.depth_to_space(ops.conv("head", d1, relu=False)), ops.conv("fine", feats, relu=False))
     t = ops.transmission(logit, T_MIN)
     if output == "t":
-        return ops.concat([t, t, t])
+        return t if ops.t_channels == 3 else ops.concat([t, t, t])
     j = ops.recover(x, t)
     return (j, t) if return_t else j
 
@@ -157,6 +181,7 @@ class OnnxOps:
         from onnx import helper, numpy_helper
 
         self.helper = helper
+        self.t_channels = t_channels_of(weights)
         self.layers = {name: (k, stride, transposed) for name, _, _, k, stride, transposed in LAYERS}
         self.nodes: list = []
         self.inits = [numpy_helper.from_array(v.astype(np_dtype), k) for k, v in weights.items()]
@@ -228,7 +253,7 @@ def to_onnx(weights: Weights, *, precision: str = "fp32", opset: int = 17, layou
     Input ``hazy`` is the airlight-normalised tile ``I / A`` and output ``dehazed`` is ``J / A``;
     (batch, 3, height, width), all three dynamic, height and width multiples of :data:`ALIGN`.
     ``layout="nhwc"`` takes and returns (batch, height, width, 3), transposing inside the graph.
-    ``output="t"`` returns the transmission instead, repeated over the three channels.
+    ``output="t"`` returns the transmission instead, on three channels.
     """
     from onnx import helper
 
@@ -268,7 +293,8 @@ class HazeNet:
 
 
 def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
-    """He et al.'s guided filter of ``src`` with a grey ``guide`` (both float32 (H, W)).
+    """He et al.'s guided filter of ``src`` with a grey ``guide``: float32 (H, W), and ``src``
+    (H, W) or (H, W, C), every channel filtered with the same guide.
 
     Its box filters reflect at the borders (BORDER_REFLECT_101), so a tile whose edges lie on
     the image border sees what the whole image sees there.
@@ -277,8 +303,12 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
 
     size = (2 * radius + 1, 2 * radius + 1)
     box = lambda v: cv2.boxFilter(v, -1, size, borderType=cv2.BORDER_REFLECT_101)  # noqa: E731
-    mean_i, mean_p = box(guide), box(src)
-    a = (box(guide * src) - mean_i * mean_p) / (box(guide * guide) - mean_i * mean_i + np.float32(eps))
+    mean_i = box(guide)
+    var_i = box(guide * guide) - mean_i * mean_i
+    if src.ndim == 3:  # (H, W) statistics of the guide against (H, W, C) ones of the source
+        guide, mean_i, var_i = guide[..., None], mean_i[..., None], var_i[..., None]
+    mean_p = box(src)
+    a = (box(guide * src) - mean_i * mean_p) / (var_i + np.float32(eps))
     b = mean_p - a * mean_i
     return box(a) * guide + box(b)
 
@@ -301,6 +331,11 @@ class HazeNetModel(AODNetModel):
     #: fraction of the overview's haziest pixels the airlight is chosen from (as DCP)
     top_fraction = 0.001
 
+    def __init__(self, backend, t_channels: int = 1):
+        super().__init__(backend)
+        #: transmissions the network predicts: one for all colours, or one per colour
+        self.t_channels = t_channels
+
     def global_state(self, overview: np.ndarray, valid: np.ndarray | None = None) -> dict[str, Any]:
         """A from the overview, exactly as DCP estimates it (nodata pixels left out)."""
         return {"airlight": estimate_airlight(np.asarray(overview, np.float32), patch=DARK_PATCH,
@@ -313,16 +348,17 @@ class HazeNetModel(AODNetModel):
         return pad_to_multiple(np.asarray(tiles, np.float32) / airlight, ALIGN), airlight
 
     def _finish(self, t: np.ndarray, tiles: np.ndarray, airlight: np.ndarray) -> np.ndarray:
-        """J from the network's t (refined with the grey tile as guide) and the tile, clipped to [0, 1]."""
+        """J from the network's t (each refined with the grey tile as guide) and the tile, clipped to [0, 1]."""
         import cv2
 
         tiles = np.asarray(tiles, np.float32)
         out = np.empty_like(tiles)
+        channels = slice(0, 3) if self.t_channels == 3 else 0  # (H, W, 3) or (H, W)
         for i, tile in enumerate(tiles):
-            raw = np.ascontiguousarray(t[i, : tile.shape[0], : tile.shape[1], 0])
+            raw = np.ascontiguousarray(t[i, : tile.shape[0], : tile.shape[1], channels])
             refined = guided_filter(cv2.cvtColor(tile, cv2.COLOR_RGB2GRAY), raw, self.guided_radius, self.guided_eps)
             np.clip(refined, T_MIN, 1.0, out=refined)
-            out[i] = ((tile / airlight[0] - 1.0) / refined[..., None] + 1.0) * airlight[0]
+            out[i] = ((tile / airlight[0] - 1.0) / refined.reshape(*refined.shape[:2], -1) + 1.0) * airlight[0]
         return np.clip(out, 0.0, 1.0, out=out)
 
     def run(self, tiles: np.ndarray, state: dict[str, Any]) -> np.ndarray:

@@ -1,6 +1,6 @@
 """HazeNet as a torch module, for training and for the torch backend.
 
-The layers come from :data:`.hazenet.LAYERS` and the wiring from :func:`.hazenet.forward`, the
+The layers come from :func:`.hazenet.layers` and the wiring from :func:`.hazenet.forward`, the
 same function the ONNX graph is built from.
 """
 
@@ -11,12 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hazenet import LAYERS, Weights, forward
+from .hazenet import Weights, forward, layers, t_channels_of
 
 
 class _TorchOps:
     def __init__(self, module: "HazeNetModule"):
         self.m = module
+        self.t_channels = module.t_channels
 
     def conv(self, name: str, x: torch.Tensor, *, relu: bool) -> torch.Tensor:
         y = getattr(self.m, name)(x)
@@ -52,10 +53,11 @@ class _TorchOps:
 class HazeNetModule(nn.Module):
     """Airlight-normalised input ``x = I / A`` (N, 3, H, W) -> ``J / A``; see :mod:`.hazenet`."""
 
-    def __init__(self, output: str = "j") -> None:
+    def __init__(self, output: str = "j", t_channels: int = 1) -> None:
         super().__init__()
         self.output = output  # "j": J / A; "t": the transmission on three channels (the engine's form)
-        for name, cin, cout, k, stride, transposed in LAYERS:
+        self.t_channels = t_channels
+        for name, cin, cout, k, stride, transposed in layers(t_channels):
             layer = (nn.ConvTranspose2d(cin, cout, k, stride) if transposed
                      else nn.Conv2d(cin, cout, k, stride, padding=k // 2))
             setattr(self, name, layer)
@@ -68,7 +70,7 @@ class HazeNetModule(nn.Module):
 
     @classmethod
     def from_numpy(cls, weights: Weights, output: str = "j") -> "HazeNetModule":
-        module = cls(output)
+        module = cls(output, t_channels_of(weights))
         module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()})
         return module.eval()
 

@@ -83,6 +83,7 @@ DEFAULTS: dict[str, Any] = {
         "airlight_gain": [0.85, 1.1],
         "airlight_tint": 0.02,
         "t_weight": 0.1,
+        "t_per_channel": False,
     },
     "jpeg": {"quality": 20, "scale": 1.0},
     "log_every": 100,
@@ -91,7 +92,8 @@ DEFAULTS: dict[str, Any] = {
 #: keys that say where and how a run is written, not what it learns (left out of the hash)
 _NOT_HASHED = ("output_dir", "threads", "log_every")
 #: options added later, left out of the hash while they are off (0), so older configs keep theirs
-_ADDED_LATER = (("data", "max_side"), ("synthesis", "exposure"), ("augment", "black_point"))
+_ADDED_LATER = (("data", "max_side"), ("synthesis", "exposure"), ("augment", "black_point"),
+                ("hazenet", "t_per_channel"))
 #: sections that one model alone reads, left out of the hash of the others' configs
 _OWN_SECTIONS = {"hazenet": "hazenet", "jpeg": "srcnn"}
 
@@ -162,7 +164,7 @@ def config_hash(cfg: dict[str, Any]) -> str:
         if learnt.get("model") != model:
             learnt.pop(section, None)
     for section, key in _ADDED_LATER:
-        if not (learnt.get(section) or {}).get(key):
-            learnt[section] = {k: v for k, v in learnt.get(section, {}).items() if k != key}
+        if section in learnt and not (learnt[section] or {}).get(key):
+            learnt[section] = {k: v for k, v in learnt[section].items() if k != key}
     blob = json.dumps(learnt, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -216,7 +216,7 @@ class SyntheticSource:
     patch: int
     synth: SynthConfig
     aug: AugmentConfig
-    #: also hand out the true transmission (H, W) and airlight (3,)
+    #: also hand out the true transmission of each colour (H, W, 3) and the airlight (3,)
     extras: bool = False
     degrade: Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]] | None = None
 
@@ -235,7 +235,7 @@ class SyntheticSource:
             hazy, _ = synthesize(clear, rng, self.synth, depth_map=d)
             return hazy, clear
         hazy, t, airlight = synthesize(clear, rng, self.synth, depth_map=d, return_airlight=True)
-        return hazy, clear, (t if t.ndim == 2 else t.mean(axis=2)), airlight
+        return hazy, clear, np.broadcast_to(t.reshape(*t.shape[:2], -1), hazy.shape), airlight
 
 
 @dataclass
@@ -266,7 +266,7 @@ class PairedSource:
             return hazy, clear
         from ..models.dcp import estimate_airlight
 
-        return hazy, clear, np.full(hazy.shape[:2], -1.0, np.float32), estimate_airlight(hazy)
+        return hazy, clear, np.full(hazy.shape, -1.0, np.float32), estimate_airlight(hazy)
 
 
 def make_batch(source: Source, n: int, rng: np.random.Generator, epoch: int) -> tuple[np.ndarray, ...]:

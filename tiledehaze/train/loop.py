@@ -131,7 +131,7 @@ def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: boo
     val_x = nchw(val_hazy)
 
     opt_cfg = cfg["optim"]
-    model = task.module().to(memory_format=torch.channels_last)
+    model = task.module(cfg).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=float(opt_cfg["lr"]),
                                  weight_decay=float(opt_cfg["weight_decay"]))
     g = cfg["guard"]

@@ -10,7 +10,9 @@ The loop itself (optimiser, schedule, checkpoints, resume, history) is shared.
 - ``hazenet``: the input is divided by an airlight that is the true one with the estimation
   errors of a real image (a global gain and a small per-channel tint), as the engine divides
   by the airlight it estimates from the overview; the loss is L1 (or MSE) on J plus
-  ``hazenet.t_weight`` times L1 on the transmission where the true one is known.
+  ``hazenet.t_weight`` times L1 on the transmission where the true one is known. With
+  ``hazenet.t_per_channel`` the network predicts a transmission per colour and learns each
+  against the true one of that colour (haze that scatters blue more than red).
 - ``aecrnet``: AECR-Net with the authors' initialisation and their reconstruction loss, L1 on
   J (their contrastive term needs VGG-19 features, see the README); patches must be multiples of 4.
 """
@@ -48,7 +50,8 @@ class Task:
     #: whether the dead-K guard applies
     guard: bool
     losses: tuple[str, ...]
-    module: Callable[[], torch.nn.Module]
+    #: config -> the torch module
+    module: Callable[[dict[str, Any]], torch.nn.Module]
     init: Callable[[int, dict[str, Any]], dict[str, np.ndarray]]
     load: Callable[[Any], dict[str, np.ndarray]]
     #: (module, batch arrays, config, rng) -> (loss, the network input for the guard)
@@ -63,7 +66,7 @@ class Task:
 
 # ------------------------------------------------------------------ AOD-Net
 
-def _aodnet_module() -> torch.nn.Module:
+def _aodnet_module(cfg: dict[str, Any]) -> torch.nn.Module:
     from ..models.aodnet_torch import AODNetModule
 
     return AODNetModule()
@@ -94,17 +97,21 @@ AODNET = Task("aodnet", "tiledehaze-aodnet-1", extras=False, guard=True, losses=
 # ------------------------------------------------------------------ SRCNN
 
 SRCNN = Task("srcnn", srcnn.FORMAT, extras=False, guard=False, losses=("mse",),
-             module=SRCNNModule, init=lambda seed, cfg: srcnn.init_weights(seed),
+             module=lambda cfg: SRCNNModule(), init=lambda seed, cfg: srcnn.init_weights(seed),
              load=srcnn.load_weights, loss=_image_loss, predict=_image_predict,
              degrade=lambda cfg: JpegDegradation.from_dict(cfg["jpeg"]))
 
 
 # ------------------------------------------------------------------ HazeNet
 
-def _hazenet_module() -> torch.nn.Module:
+def _t_channels(cfg: dict[str, Any]) -> int:
+    return 3 if cfg["hazenet"].get("t_per_channel") else 1  # runs written before the option have one
+
+
+def _hazenet_module(cfg: dict[str, Any]) -> torch.nn.Module:
     from ..models.hazenet_torch import HazeNetModule
 
-    return HazeNetModule()
+    return HazeNetModule(t_channels=_t_channels(cfg))
 
 
 def airlight_input(true_airlight: np.ndarray, rng: np.random.Generator, cfg: dict[str, Any]) -> np.ndarray:
@@ -128,9 +135,12 @@ def _hazenet_loss(model, batch, cfg, rng) -> tuple[torch.Tensor, torch.Tensor]:
     j, t, x = _hazenet_run(model, hazy, airlight_input(airlight, rng, cfg))
     loss = _pixel_loss(cfg["loss"], j, nchw(clear))
     weight = float(cfg["hazenet"]["t_weight"])
-    known = torch.from_numpy(t_true)[:, None] >= 0  # paired data carries t = -1 (unknown)
+    target = torch.from_numpy(t_true).permute(0, 3, 1, 2)  # (N, 3, H, W): the true t of each colour
+    if t.shape[1] == 1:
+        target = target.mean(1, keepdim=True)
+    known = target >= 0  # paired data carries t = -1 (unknown)
     if weight > 0 and bool(known.any()):
-        loss = loss + weight * torch.abs(t - torch.from_numpy(t_true)[:, None])[known].mean()
+        loss = loss + weight * torch.abs(t - target)[known].mean()
     return loss, x
 
 
@@ -141,7 +151,8 @@ def _hazenet_predict(model, batch) -> np.ndarray:
 
 HAZENET = Task("hazenet", hazenet.FORMAT, extras=True, guard=False, losses=("l1", "mse"),
                module=_hazenet_module,
-               init=lambda seed, cfg: hazenet.init_weights(rng=np.random.default_rng([seed, 0x4A2E])),
+               init=lambda seed, cfg: hazenet.init_weights(rng=np.random.default_rng([seed, 0x4A2E]),
+                                                           t_channels=_t_channels(cfg)),
                load=hazenet.load_weights, loss=_hazenet_loss, predict=_hazenet_predict)
 
 
@@ -159,7 +170,7 @@ def _aecrnet_predict(model, batch) -> np.ndarray:
 
 
 AECRNET = Task("aecrnet", "tiledehaze-aecrnet-1", extras=False, guard=False, losses=("l1",),
-               module=aecrnet.AECRNet, init=lambda seed, cfg: _aecrnet_init(seed), load=aecrnet.load_weights,
+               module=lambda cfg: aecrnet.AECRNet(), init=lambda seed, cfg: _aecrnet_init(seed), load=aecrnet.load_weights,
                loss=_image_loss, predict=_aecrnet_predict, size_multiple=4)
 
 TASKS = {task.name: task for task in (AODNET, HAZENET, AECRNET, SRCNN)}
