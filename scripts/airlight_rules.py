@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="score the network's t raised to this power (above 1: more haze removed everywhere)")
     parser.add_argument("--angstrom", type=float, default=0.0,
                         help="recover each channel with its own t, t ** (lambda / 550 nm) ** -ANGSTROM (a probe)")
+    parser.add_argument("--colour", type=float, default=1.0,
+                        help="pull a network's transmissions per colour toward their mean: 0 one t, 1 as predicted (a probe)")
     parser.add_argument("--split-whites", action="store_true",
                         help="a row for hazes with an airlight dimmer than the photograph's whites, one for the rest")
     args = parser.parse_args(argv)
@@ -130,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             dim.append(true.max() < 0.95 * np.percentile(clear.max(axis=-1), 99.5))
             for rule in rules:
                 airlight = RULES[rule](hazy, true)
-                out = recover(hazy, airlight, network_transmission(network, hazy, airlight, args.power), args.angstrom)
+                t = network_transmission(network, hazy, airlight, args.power, args.colour)
+                out = recover(hazy, airlight, t, args.angstrom)
                 scores[rule].append((psnr(clear, out), float(np.abs(airlight / true - 1).mean()),
                                      mean_b_star(out) - mean_b_star(clear)))
         dim = np.asarray(dim)

@@ -52,12 +52,14 @@ def implied_channel_transmission(hazy: np.ndarray, clear: np.ndarray, airlight: 
     return np.clip(np.where(apart, (hazy - airlight) / np.where(apart, d, 1.0), shared), T_MIN, 1.0).astype(np.float32)
 
 
-def network_transmission(network, hazy: np.ndarray, airlight: np.ndarray, power: float = 1.0) -> np.ndarray:
+def network_transmission(network, hazy: np.ndarray, airlight: np.ndarray, power: float = 1.0,
+                         colour: float = 1.0) -> np.ndarray:
     """The bare network's t for ``hazy`` divided by ``airlight``, as the engine feeds it: (H, W),
     or (H, W, 3) from a network with a transmission per colour.
 
-    ``power`` above 1 removes more haze everywhere (t ** power): a probe of whether the network
-    leaves haze in, not something the engine does.
+    ``power`` above 1 removes more haze everywhere (t ** power); ``colour`` below 1 pulls the
+    transmissions of the colours toward their mean (0: one t for all). Probes of whether the
+    network leaves haze in or over-corrects its colour, not something the engine does.
     """
     import torch
 
@@ -65,6 +67,9 @@ def network_transmission(network, hazy: np.ndarray, airlight: np.ndarray, power:
     with torch.no_grad():
         t = network(torch.from_numpy(x).permute(0, 3, 1, 2))[0].numpy()[:, : hazy.shape[0], : hazy.shape[1]]
     t = np.ascontiguousarray(t[0] if network.t_channels == 1 else t.transpose(1, 2, 0))
+    if colour != 1.0 and t.ndim == 3:
+        mean = t.mean(axis=2, keepdims=True)
+        t = mean + np.float32(colour) * (t - mean)
     return t if power == 1.0 else np.power(t, np.float32(power))
 
 

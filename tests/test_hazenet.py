@@ -315,7 +315,8 @@ def test_airlight_rules_find_the_airlight_of_a_hazed_scene_and_score_every_gener
 
 
 def test_transmission_probe_raises_the_networks_t_to_a_power(hazenet_weights):
-    """scripts/transmission_ceiling.network_transmission: power 1 is the bare network, above 1 removes more haze."""
+    """scripts/transmission_ceiling.network_transmission: power 1 is the bare network, above 1 removes more
+    haze; colour 0 gives every colour the mean of a network's transmissions per colour."""
     from scripts.transmission_ceiling import network_transmission
 
     net = HazeNet(load_weights(hazenet_weights), output="t").to_torch().eval()
@@ -324,6 +325,10 @@ def test_transmission_probe_raises_the_networks_t_to_a_power(hazenet_weights):
     t = network_transmission(net, hazy, airlight)
     assert t.shape == (40, 56, 3)[: 2 + (net.t_channels == 3)] and 0.0 < t.min() and t.max() <= 1.0
     np.testing.assert_allclose(network_transmission(net, hazy, airlight, power=1.2), t ** 1.2, rtol=1e-5)
+    one = network_transmission(net, hazy, airlight, colour=0.0)  # the colours' transmissions pulled to their mean
+    np.testing.assert_allclose(one, t.mean(axis=-1, keepdims=True) * np.ones(3) if t.ndim == 3 else t, rtol=1e-6)
+    half = network_transmission(net, hazy, airlight, colour=0.5)
+    np.testing.assert_allclose(half, (one + t) / 2, rtol=1e-5)
 
 
 def test_angstrom_probe_recovers_haze_that_scatters_blue_more_than_red():
