@@ -11,6 +11,10 @@ model::
 Colours come from the input, not from the network (it cannot invent a cast), and a smooth t
 does not amplify compression blocks more than DCP's does.
 
+Weights may instead predict a transmission per colour (``hazenet.t_per_channel`` in training;
+the weights' shapes say which): each is refined as the single one is and recovers its own
+channel, for haze that scatters blue more than red. The shipped weights predict one.
+
 The network is a compact U-Net that tiles exactly: its input is ``x`` and the dark channel of
 ``x`` (min over RGB, then a 15 x 15 min filter, as DCP); a pixel-unshuffle (space-to-depth)
 stem takes it to half resolution, two stride-2 convolutions go down to an eighth, transposed
