@@ -118,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rules = args.rules.split(",")
     network = HazeNet(load_weights(args.weights), output="t").to_torch().eval()
+    if args.colour != 1.0 and network.t_channels == 1:
+        parser.error("--colour needs weights with a transmission per colour")
+    if args.angstrom and network.t_channels == 3:
+        parser.error("--angstrom spreads one transmission over the colours; these weights have one per colour")
     print("| generator (pictures) | hazy | " + " | ".join(rules) + " |")
     print("|---|---|" + "---|" * len(rules))
     for folder in sorted(p.parent for p in args.valset.glob("*/airlight.json")):

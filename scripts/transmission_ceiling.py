@@ -69,7 +69,7 @@ def network_transmission(network, hazy: np.ndarray, airlight: np.ndarray, power:
     t = np.ascontiguousarray(t[0] if network.t_channels == 1 else t.transpose(1, 2, 0))
     if colour != 1.0 and t.ndim == 3:
         mean = t.mean(axis=2, keepdims=True)
-        t = mean + np.float32(colour) * (t - mean)
+        t = np.clip(mean + np.float32(colour) * (t - mean), T_MIN, 1.0)
     return t if power == 1.0 else np.power(t, np.float32(power))
 
 
@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             t_net = network_transmission(network, hazy, airlight, args.power)
             dark = cv2.erode((hazy / airlight).min(axis=-1), np.ones((DARK_PATCH, DARK_PATCH), np.uint8))
             t_dcp = 1.0 - 0.95 * dark
-            errors = [(t - truth)[defined] for t in (t_dcp, t_net)]
+            t_one = t_net if t_net.ndim == 2 else t_net.mean(axis=-1)  # a t per colour: their mean
+            errors = [(t - truth)[defined] for t in (t_dcp, t_one)]
             rows.append([psnr(clear, hazy), psnr(clear, recover(hazy, airlight, t_dcp)),
                          psnr(clear, recover(hazy, airlight, t_net)), psnr(clear, recover(hazy, airlight, truth)),
                          psnr(clear, recover(hazy, airlight, implied_channel_transmission(hazy, clear, airlight))),

@@ -148,8 +148,8 @@ def test_train_command_trains_hazenet_from_its_config_keys(tiny_config, tmp_path
     from tiledehaze.models.aodnet import read_metadata
     from tiledehaze.train import train
 
-    cfg = tiny_config("model=hazenet", "loss=l1", "patch_size=32", "data.val_patch_size=32", "num_epochs=1",
-                      f"hazenet.t_per_channel={str(per_colour).lower()}", "synthesis.angstrom=[0.5,1.5]")
+    colour = ["hazenet.t_per_channel=true", "synthesis.angstrom=[0.5,1.5]"] if per_colour else []
+    cfg = tiny_config("model=hazenet", "loss=l1", "patch_size=32", "data.val_patch_size=32", "num_epochs=1", *colour)
     result = train(cfg, out_dir=tmp_path)
     assert read_metadata(result.last_weights)["format"] == "tiledehaze-hazenet-1"
     model = create_model(weights=result.last_weights)
@@ -208,6 +208,7 @@ def test_guided_filter_refines_every_colour_as_it_refines_each_alone():
     guide = rng.random((50, 70), dtype=np.float32)
     src = rng.random((50, 70, 3), dtype=np.float32)
     together = guided_filter(guide, src, 8, 1e-3)
+    assert guided_filter(guide, src[..., :1], 8, 1e-3).shape == (50, 70, 1)
     for c in range(3):
         np.testing.assert_allclose(together[..., c], guided_filter(guide, np.ascontiguousarray(src[..., c]), 8, 1e-3),
                                    atol=1e-6)
@@ -312,6 +313,16 @@ def test_airlight_rules_find_the_airlight_of_a_hazed_scene_and_score_every_gener
     for row in rows:  # hazy, DCP, HazeNet, ceiling, ceiling with a t per channel: the last two above the rest
         hazy, dcp, net, ceiling, per_channel = map(float, row[2:7])
         assert per_channel >= ceiling - 0.1 and ceiling > max(dcp, net, hazy), row
+
+    # weights with a transmission per colour: both scripts score them; a probe that cannot apply is refused
+    save_weights(init_weights(1, t_channels=3), tmp_path / "per_colour.safetensors")
+    per_colour = ["--weights", str(tmp_path / "per_colour.safetensors")]
+    assert airlight_rules([str(tmp_path / "val"), "--rules", "dcp", "--colour", "0.5", *per_colour]) == 0
+    assert transmission_ceiling(["--valset", str(tmp_path / "val"), *per_colour]) == 0
+    assert len([line for line in capsys.readouterr().out.splitlines() if " dB" in line or "| validation, " in line]) == 6
+    for probe in (["--colour", "0.5"], ["--angstrom", "1", *per_colour]):
+        with pytest.raises(SystemExit, match="2"):
+            airlight_rules([str(tmp_path / "val"), "--rules", "dcp", *probe])
 
 
 def test_transmission_probe_raises_the_networks_t_to_a_power(hazenet_weights):

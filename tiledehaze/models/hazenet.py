@@ -8,8 +8,8 @@ model::
 
     x = I / A,    J / A = (x - 1) / t + 1,    J = A (J / A), clipped to [0, 1]
 
-Colours come from the input, not from the network (it cannot invent a cast), and a smooth t
-does not amplify compression blocks more than DCP's does.
+With one transmission, colours come from the input, not from the network (it cannot invent a
+cast), and a smooth t does not amplify compression blocks more than DCP's does.
 
 Weights may instead predict a transmission per colour (``hazenet.t_per_channel`` in training;
 the weights' shapes say which): each is refined as the single one is and recovers its own
@@ -306,7 +306,8 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
     import cv2
 
     size = (2 * radius + 1, 2 * radius + 1)
-    box = lambda v: cv2.boxFilter(v, -1, size, borderType=cv2.BORDER_REFLECT_101)  # noqa: E731
+    # OpenCV drops a last axis of 1: shapes are put back
+    box = lambda v: cv2.boxFilter(v, -1, size, borderType=cv2.BORDER_REFLECT_101).reshape(v.shape)  # noqa: E731
     mean_i = box(guide)
     var_i = box(guide * guide) - mean_i * mean_i
     if src.ndim == 3:  # (H, W) statistics of the guide against (H, W, C) ones of the source
@@ -335,7 +336,7 @@ class HazeNetModel(AODNetModel):
     #: fraction of the overview's haziest pixels the airlight is chosen from (as DCP)
     top_fraction = 0.001
 
-    def __init__(self, backend, t_channels: int = 1):
+    def __init__(self, backend, t_channels: int):
         super().__init__(backend)
         #: transmissions the network predicts: one for all colours, or one per colour
         self.t_channels = t_channels
