@@ -136,8 +136,8 @@ def _hazenet_loss(model, batch, cfg, rng) -> tuple[torch.Tensor, torch.Tensor]:
     loss = _pixel_loss(cfg["loss"], j, nchw(clear))
     weight = float(cfg["hazenet"]["t_weight"])
     target = torch.from_numpy(t_true).permute(0, 3, 1, 2)  # (N, 3, H, W): the true t of each colour
-    if t.shape[1] == 1:
-        target = target.mean(1, keepdim=True)
+    if t.shape[1] == 1:  # their mean, and exactly the one t of grey fog (a plain mean may round it)
+        target = target[:, :1] + (target[:, 1:] - target[:, :1]).sum(1, keepdim=True) / 3
     known = target >= 0  # paired data carries t = -1 (unknown)
     if weight > 0 and bool(known.any()):
         loss = loss + weight * torch.abs(t - target)[known].mean()
