@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--angstrom", type=float, default=0.0,
                         help="recover each channel with its own t, t ** (lambda / 550 nm) ** -ANGSTROM (a probe)")
     parser.add_argument("--colour", type=float, default=1.0,
-                        help="pull a network's transmissions per colour toward their mean: 0 one t, 1 as predicted (a probe)")
+                        help="pull a network's transmissions per colour toward their mean "
+                             "(0: one t; 1: as predicted; a probe)")
     parser.add_argument("--split-whites", action="store_true",
                         help="a row for hazes with an airlight dimmer than the photograph's whites, one for the rest")
     args = parser.parse_args(argv)

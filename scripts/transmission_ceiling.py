@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         sets = paired_sets(args.data, args.evalset, args.evalset2)
 
     network = HazeNet(load_weights(args.weights), output="t").to_torch().eval()
-    print("| set | hazy | DCP | HazeNet | ceiling | ceiling, a t per channel | DCP t bias / MAE | HazeNet t bias / MAE |")
+    print("| set | hazy | DCP | HazeNet | ceiling | ceiling, a t per channel | DCP t bias / MAE "
+          "| HazeNet t bias / MAE |")
     print("|---|---|---|---|---|---|---|---|")
     for label, hazy_dir, clear_dir, crop in sets:
         clear_by_stem = images_by_stem(clear_dir)

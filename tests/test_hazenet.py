@@ -319,7 +319,8 @@ def test_airlight_rules_find_the_airlight_of_a_hazed_scene_and_score_every_gener
     per_colour = ["--weights", str(tmp_path / "per_colour.safetensors")]
     assert airlight_rules([str(tmp_path / "val"), "--rules", "dcp", "--colour", "0.5", *per_colour]) == 0
     assert transmission_ceiling(["--valset", str(tmp_path / "val"), *per_colour]) == 0
-    assert len([line for line in capsys.readouterr().out.splitlines() if " dB" in line or "| validation, " in line]) == 6
+    printed = capsys.readouterr().out.splitlines()
+    assert len([line for line in printed if " dB" in line or "| validation, " in line]) == 6
     for probe in (["--colour", "0.5"], ["--angstrom", "1", *per_colour]):
         with pytest.raises(SystemExit, match="2"):
             airlight_rules([str(tmp_path / "val"), "--rules", "dcp", *probe])
@@ -343,7 +344,8 @@ def test_transmission_probe_raises_the_networks_t_to_a_power(hazenet_weights):
 
 
 def test_angstrom_probe_recovers_haze_that_scatters_blue_more_than_red():
-    """scripts/transmission_ceiling.recover: one t per channel (by Angstrom's law, or implied) undoes such haze; one t leaves it blue."""
+    """scripts/transmission_ceiling.recover: one t per channel (by Angstrom's law, or implied) undoes
+    such haze; one t leaves it blue."""
     from scripts.airlight_rules import half_grey
     from scripts.make_eval_set import WAVELENGTHS_NM
     from scripts.transmission_ceiling import implied_channel_transmission, recover

@@ -134,11 +134,11 @@ register_model(ModelEntry("aodnet", _aodnet, "AOD-Net (Li et al. 2017), 1,761 pa
 
 def _hazenet(options: RunOptions) -> Model:
     from ..backends import check_backend, create_backend
-    from .hazenet import HazeNet, HazeNetModel, load_weights, t_channels_of
+    from .hazenet import HazeNet, HazeNetModel, load_weights
 
     check_backend(options.backend)
     network = HazeNet(load_weights(options.weights), output="t")
-    return HazeNetModel(create_backend(options.backend, network, options), t_channels_of(network.weights))
+    return HazeNetModel(create_backend(options.backend, network, options), network.t_channels)
 
 
 from . import hazenet as _hz  # noqa: E402

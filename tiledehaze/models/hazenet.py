@@ -286,6 +286,7 @@ class HazeNet:
     def __init__(self, weights: Weights, output: str = "j"):
         self.weights = check_weights(weights, "weights")
         self.output = output
+        self.t_channels = t_channels_of(self.weights)
 
     def to_onnx(self, precision: str = "fp32", layout: str = "nchw") -> bytes:
         return to_onnx(self.weights, precision=precision, layout=layout, output=self.output)

@@ -170,8 +170,8 @@ def _aecrnet_predict(model, batch) -> np.ndarray:
 
 
 AECRNET = Task("aecrnet", "tiledehaze-aecrnet-1", extras=False, guard=False, losses=("l1",),
-               module=lambda cfg: aecrnet.AECRNet(), init=lambda seed, cfg: _aecrnet_init(seed), load=aecrnet.load_weights,
-               loss=_image_loss, predict=_aecrnet_predict, size_multiple=4)
+               module=lambda cfg: aecrnet.AECRNet(), init=lambda seed, cfg: _aecrnet_init(seed),
+               load=aecrnet.load_weights, loss=_image_loss, predict=_aecrnet_predict, size_multiple=4)
 
 TASKS = {task.name: task for task in (AODNET, HAZENET, AECRNET, SRCNN)}
 
