@@ -86,6 +86,42 @@ def test_resume_continues_from_the_saved_epoch_exactly(tiny_config, tmp_path):
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
 
 
+class _CrashAtEpoch:
+    """A progress sink that stops the run as the given epoch starts, as a killed process would."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def start_epoch(self, epoch, steps):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+    def step(self, loss):
+        pass
+
+    def end_epoch(self, row):
+        pass
+
+
+def test_a_cosine_run_killed_mid_way_resumes_to_the_same_weights(tiny_config, tmp_path):
+    cfg = tiny_config("num_epochs=3", "optim.lr=1e-3", "optim.schedule=cosine")
+    straight = train(cfg, out_dir=tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out_dir=tmp_path / "killed", progress=_CrashAtEpoch(3))
+    resumed = train(cfg, out_dir=tmp_path / "killed", resume=True)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert _same_weights(load_weights(straight.last_weights), load_weights(resumed.last_weights))
+    assert [r["lr"] for r in resumed.history] == [r["lr"] for r in straight.history]
+    # a run folder from before the learning rate was kept as a plain float still resumes
+    state = torch.load(tmp_path / "killed" / "last_state.pt", weights_only=True)
+    assert type(state["optimizer"]["param_groups"][0]["lr"]) is float
+    state["optimizer"]["param_groups"][0]["lr"] = np.float64(state["optimizer"]["param_groups"][0]["lr"])
+    torch.save(state, tmp_path / "killed" / "last_state.pt")
+    again = train(tiny_config("num_epochs=4", "optim.lr=1e-3", "optim.schedule=cosine"), out_dir=tmp_path / "killed",
+                  resume=True)
+    assert [r["epoch"] for r in again.history] == [1, 2, 3, 4]
+
+
 def test_resume_refuses_a_different_recipe(tiny_config, tmp_path):
     train(tiny_config("num_epochs=1"), out_dir=tmp_path)
     with pytest.raises(ConfigError, match="optim"):

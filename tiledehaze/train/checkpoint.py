@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError
@@ -20,6 +21,8 @@ from ..models.aodnet import Weights, load_weights, save_weights
 BEST = "best.safetensors"
 LAST = "last.safetensors"
 STATE = "last_state.pt"
+# what a pickled numpy float needs (its reconstructor's module moved between numpy 1 and 2)
+_NUMPY_FLOAT = [np.float64(0).__reduce__()[0], np.dtype, type(np.dtype(np.float64))]
 
 
 def save_checkpoint(out_dir: Path, name: str, weights: Weights, metadata: dict[str, Any]) -> Path:
@@ -44,5 +47,7 @@ def load_state(out_dir: Path, load=load_weights) -> tuple[Weights, dict[str, Any
     out_dir = Path(out_dir)
     if not (out_dir / STATE).is_file() or not (out_dir / LAST).is_file():
         raise ConfigError(f"nothing to resume in {out_dir}: {STATE} or {LAST} is missing")
-    state = torch.load(out_dir / STATE, map_location="cpu", weights_only=True)
+    # runs written before the learning rate was kept as a plain float hold a numpy one
+    with torch.serialization.safe_globals(_NUMPY_FLOAT):
+        state = torch.load(out_dir / STATE, map_location="cpu", weights_only=True)
     return load(out_dir / LAST), state

@@ -176,7 +176,9 @@ def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: boo
         for step in range(1, steps + 1):
             if cosine:  # decays to 0 over the run; the guard's reductions still apply
                 done = (epoch - 1) * steps + step - 1
-                lr = base_lr * guard.lr_factor ** guard.recoveries * 0.5 * (1.0 + np.cos(np.pi * done / total_steps))
+                # a plain float, so that the saved optimizer state loads with weights_only
+                lr = float(base_lr * guard.lr_factor ** guard.recoveries * 0.5
+                           * (1.0 + np.cos(np.pi * done / total_steps)))
                 for group in optimizer.param_groups:
                     group["lr"] = lr
             loss, x = task.loss(model, make_batch(train_src, bs, rng, epoch), cfg, rng)
