@@ -130,6 +130,18 @@ def test_resume_refuses_a_different_recipe(tiny_config, tmp_path):
         train(tiny_config(), out_dir=tmp_path / "empty", resume=True)
 
 
+def test_resume_from_a_damaged_run_folder_says_so_in_one_line(tiny_config, tmp_path):
+    train(tiny_config("num_epochs=1"), out_dir=tmp_path)
+    state = (tmp_path / "last_state.pt").read_bytes()
+    for damaged in (state[: len(state) // 2], b"not a torch file\n"):
+        (tmp_path / "last_state.pt").write_bytes(damaged)
+        with pytest.raises(ConfigError, match="damaged or not a training state"):
+            train(tiny_config(), out_dir=tmp_path, resume=True)
+    torch.save({"epoch": 1}, tmp_path / "last_state.pt")  # a torch file, but not what train wrote
+    with pytest.raises(ConfigError, match="damaged or not a training state"):
+        train(tiny_config(), out_dir=tmp_path, resume=True)
+
+
 def test_seeded_runs_are_reproducible(tiny_config, tmp_path):
     a = train(tiny_config("num_epochs=1"), out_dir=tmp_path / "a")
     b = train(tiny_config("num_epochs=1"), out_dir=tmp_path / "b")

@@ -8,21 +8,24 @@ learning rate and the resolved config as JSON text), enough to ``--resume``.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..errors import ConfigError
 from ..io.atomic import atomic_output
 from ..models.aodnet import Weights, load_weights, save_weights
+from ..models.checkpoint import numpy_globals
+
+log = logging.getLogger(__name__)
 
 BEST = "best.safetensors"
 LAST = "last.safetensors"
 STATE = "last_state.pt"
-# what a pickled numpy float needs (its reconstructor's module moved between numpy 1 and 2)
-_NUMPY_FLOAT = [np.float64(0).__reduce__()[0], np.dtype, type(np.dtype(np.float64))]
+#: what ``train`` reads back from the state to resume
+STATE_KEYS = ("epoch", "optimizer", "best_psnr", "best_ssim", "best_epoch", "recoveries", "config")
 
 
 def save_checkpoint(out_dir: Path, name: str, weights: Weights, metadata: dict[str, Any]) -> Path:
@@ -47,7 +50,15 @@ def load_state(out_dir: Path, load=load_weights) -> tuple[Weights, dict[str, Any
     out_dir = Path(out_dir)
     if not (out_dir / STATE).is_file() or not (out_dir / LAST).is_file():
         raise ConfigError(f"nothing to resume in {out_dir}: {STATE} or {LAST} is missing")
-    # runs written before the learning rate was kept as a plain float hold a numpy one
-    with torch.serialization.safe_globals(_NUMPY_FLOAT):
-        state = torch.load(out_dir / STATE, map_location="cpu", weights_only=True)
+    path = out_dir / STATE
+    try:  # numpy scalars allowed: runs written before the learning rate was kept as a plain float hold one
+        with torch.serialization.safe_globals(numpy_globals()):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, foreign or unsafe: one line, no traceback
+        log.debug("cannot read %s: %r", path, exc)
+        state = None
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ConfigError(f"cannot resume from {path}: it is damaged or not a training state "
+                          f"(run again without --resume to start over)")
     return load(out_dir / LAST), state
