@@ -13,7 +13,7 @@ from tiledehaze.errors import ConfigError
 from tiledehaze.models.aodnet import load_weights, read_metadata
 from tiledehaze.models.aodnet_torch import AODNetModule
 from tiledehaze.train import DEFAULTS, config_hash, load_config, train
-from tiledehaze.train import tasks
+from tiledehaze.train import checkpoint, tasks
 from tiledehaze.train.guard import DeadKGuard, measure
 
 
@@ -112,14 +112,34 @@ def test_a_cosine_run_killed_mid_way_resumes_to_the_same_weights(tiny_config, tm
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     assert _same_weights(load_weights(straight.last_weights), load_weights(resumed.last_weights))
     assert [r["lr"] for r in resumed.history] == [r["lr"] for r in straight.history]
-    # a run folder from before the learning rate was kept as a plain float still resumes
+    # a run folder from before: a numpy learning rate, the weights only in last.safetensors
     state = torch.load(tmp_path / "killed" / "last_state.pt", weights_only=True)
     assert type(state["optimizer"]["param_groups"][0]["lr"]) is float
+    del state["model"]
     state["optimizer"]["param_groups"][0]["lr"] = np.float64(state["optimizer"]["param_groups"][0]["lr"])
     torch.save(state, tmp_path / "killed" / "last_state.pt")
     again = train(tiny_config("num_epochs=4", "optim.lr=1e-3", "optim.schedule=cosine"), out_dir=tmp_path / "killed",
                   resume=True)
     assert [r["epoch"] for r in again.history] == [1, 2, 3, 4]
+
+
+def test_a_run_killed_between_its_two_checkpoint_files_resumes_exactly(tiny_config, tmp_path, monkeypatch):
+    cfg = tiny_config("num_epochs=3", "optim.lr=1e-3")
+    straight = train(cfg, out_dir=tmp_path / "straight")
+    real_save_state = checkpoint.save_state
+
+    def killed_at_epoch_2(out, state):
+        if state["epoch"] == 2:  # last.safetensors of epoch 2 is written, the state is not
+            raise KeyboardInterrupt
+        return real_save_state(out, state)
+
+    monkeypatch.setattr(checkpoint, "save_state", killed_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out_dir=tmp_path / "killed")
+    monkeypatch.setattr(checkpoint, "save_state", real_save_state)
+    resumed = train(cfg, out_dir=tmp_path / "killed", resume=True)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert _same_weights(load_weights(straight.last_weights), load_weights(resumed.last_weights))
 
 
 def test_resume_refuses_a_different_recipe(tiny_config, tmp_path):

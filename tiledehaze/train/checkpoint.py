@@ -1,8 +1,10 @@
 """Checkpoints: weights as safetensors, training state as a torch file that loads with ``weights_only=True``.
 
 A run folder holds ``best.safetensors`` and ``last.safetensors`` (plain AOD-Net weights that
-the engine loads with ``--weights``) and ``last_state.pt`` (epoch, optimizer state, best score,
-learning rate and the resolved config as JSON text), enough to ``--resume``.
+the engine loads with ``--weights``) and ``last_state.pt`` (epoch, weights, optimizer state, best
+score, learning rate and the resolved config as YAML text), enough to ``--resume``. The state
+keeps its own copy of the weights, so that a run killed after ``last.safetensors`` of an epoch
+was written and before its state was still resumes exactly.
 """
 
 from __future__ import annotations
@@ -61,4 +63,6 @@ def load_state(out_dir: Path, load=load_weights) -> tuple[Weights, dict[str, Any
     if missing:
         raise ConfigError(f"cannot resume from {path}: it is damaged or not a training state "
                           f"(run again without --resume to start over)")
-    return load(out_dir / LAST), state
+    if "model" in state:  # the weights of the state's own epoch
+        return {k: v.numpy() for k, v in state.pop("model").items()}, state
+    return load(out_dir / LAST), state  # runs written before the state held the weights

@@ -212,8 +212,8 @@ def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: boo
             best_psnr, best_ssim, best_epoch = val_psnr, val_ssim, epoch
             checkpoint.save_checkpoint(out, checkpoint.BEST, weights, meta)
         checkpoint.save_checkpoint(out, checkpoint.LAST, weights, meta)
-        checkpoint.save_state(out, {
-            "epoch": epoch, "optimizer": optimizer.state_dict(), "best_psnr": best_psnr,
+        checkpoint.save_state(out, {  # the weights too: last.safetensors may be an epoch ahead after a kill
+            "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_psnr": best_psnr,
             "best_ssim": best_ssim, "best_epoch": best_epoch, "recoveries": guard.recoveries,
             "config_hash": chash, "config": yaml.safe_dump(cfg, sort_keys=False)})
         history.append(out, row)
