@@ -13,7 +13,7 @@ from tiledehaze.errors import ConfigError
 from tiledehaze.models.aodnet import load_weights, read_metadata
 from tiledehaze.models.aodnet_torch import AODNetModule
 from tiledehaze.train import DEFAULTS, config_hash, load_config, train
-from tiledehaze.train import checkpoint, tasks
+from tiledehaze.train import checkpoint, history, tasks
 from tiledehaze.train.guard import DeadKGuard, measure
 
 
@@ -112,10 +112,10 @@ def test_a_cosine_run_killed_mid_way_resumes_to_the_same_weights(tiny_config, tm
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     assert _same_weights(load_weights(straight.last_weights), load_weights(resumed.last_weights))
     assert [r["lr"] for r in resumed.history] == [r["lr"] for r in straight.history]
-    # a run folder from before: a numpy learning rate, the weights only in last.safetensors
+    # a run folder from before: a numpy learning rate, the weights and metrics only in their files
     state = torch.load(tmp_path / "killed" / "last_state.pt", weights_only=True)
     assert type(state["optimizer"]["param_groups"][0]["lr"]) is float
-    del state["model"]
+    del state["model"], state["history"]
     state["optimizer"]["param_groups"][0]["lr"] = np.float64(state["optimizer"]["param_groups"][0]["lr"])
     torch.save(state, tmp_path / "killed" / "last_state.pt")
     again = train(tiny_config("num_epochs=4", "optim.lr=1e-3", "optim.schedule=cosine"), out_dir=tmp_path / "killed",
@@ -123,23 +123,39 @@ def test_a_cosine_run_killed_mid_way_resumes_to_the_same_weights(tiny_config, tm
     assert [r["epoch"] for r in again.history] == [1, 2, 3, 4]
 
 
-def test_a_run_killed_between_its_two_checkpoint_files_resumes_exactly(tiny_config, tmp_path, monkeypatch):
+def _without_times(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+@pytest.mark.parametrize("killed_in", ["save_state", "append"])
+def test_a_run_killed_between_the_writes_of_an_epoch_resumes_exactly(killed_in, tiny_config, tmp_path, monkeypatch):
+    """Killed after last.safetensors of epoch 2 and before its state, or after the state and
+    half-way through its metrics line: the resumed run equals one never stopped."""
     cfg = tiny_config("num_epochs=3", "optim.lr=1e-3")
     straight = train(cfg, out_dir=tmp_path / "straight")
-    real_save_state = checkpoint.save_state
+    module = checkpoint if killed_in == "save_state" else history
+    real = getattr(module, killed_in)
 
-    def killed_at_epoch_2(out, state):
-        if state["epoch"] == 2:  # last.safetensors of epoch 2 is written, the state is not
+    def killed_at_epoch_2(out, data):
+        epoch = data["epoch"]
+        if epoch == 2 and killed_in == "append":
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write('{"epoch": 2, "train_lo')
+        if epoch == 2:
             raise KeyboardInterrupt
-        return real_save_state(out, state)
+        return real(out, data)
 
-    monkeypatch.setattr(checkpoint, "save_state", killed_at_epoch_2)
+    monkeypatch.setattr(module, killed_in, killed_at_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, out_dir=tmp_path / "killed")
-    monkeypatch.setattr(checkpoint, "save_state", real_save_state)
+    monkeypatch.setattr(module, killed_in, real)
     resumed = train(cfg, out_dir=tmp_path / "killed", resume=True)
-    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert _without_times(resumed.history) == _without_times(straight.history)
     assert _same_weights(load_weights(straight.last_weights), load_weights(resumed.last_weights))
+    assert _same_weights(load_weights(straight.best_weights), load_weights(resumed.best_weights))
+    lines = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+    assert [int(r["epoch"]) for r in csv.DictReader(open(tmp_path / "killed" / "metrics.csv"))] == [1, 2, 3]
 
 
 def test_resume_refuses_a_different_recipe(tiny_config, tmp_path):
@@ -155,10 +171,11 @@ def test_resume_from_a_damaged_run_folder_says_so_in_one_line(tiny_config, tmp_p
     state = (tmp_path / "last_state.pt").read_bytes()
     for damaged in (state[: len(state) // 2], b"not a torch file\n"):
         (tmp_path / "last_state.pt").write_bytes(damaged)
-        with pytest.raises(ConfigError, match="damaged or not a training state"):
+        with pytest.raises(ConfigError, match="damaged or not the state of a training run") as excinfo:
             train(tiny_config(), out_dir=tmp_path, resume=True)
+        assert "\n" not in str(excinfo.value)
     torch.save({"epoch": 1}, tmp_path / "last_state.pt")  # a torch file, but not what train wrote
-    with pytest.raises(ConfigError, match="damaged or not a training state"):
+    with pytest.raises(ConfigError, match="damaged or not the state of a training run"):
         train(tiny_config(), out_dir=tmp_path, resume=True)
 
 

@@ -91,7 +91,7 @@ def read_torch_file(path: Path) -> Any:
     import torch
 
     try:
-        with warnings.catch_warnings(), torch.serialization.safe_globals(numpy_globals()):
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_numpy_globals()):
             warnings.simplefilter("ignore")  # torch warns about pickle protocols on stderr; our error says what matters
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -103,7 +103,7 @@ def read_torch_file(path: Path) -> Any:
             "safetensors.torch.save_file(state_dict, 'weights.safetensors')") from None
 
 
-def numpy_globals() -> list:
+def _numpy_globals() -> list:
     """numpy's scalar, dtype and array constructors, under numpy 2's names and numpy 1's (older checkpoints)."""
     import numpy as np
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
+
+from ..io.atomic import write_atomic
 
 COLUMNS = ["epoch", "train_loss", "val_loss", "val_psnr", "val_ssim", "hazy_psnr", "hazy_ssim",
            "k_alive", "lr", "recoveries", "seconds"]
@@ -34,15 +37,14 @@ def read(out_dir: Path, *, up_to_epoch: int | None = None) -> list[dict[str, Any
     return [r for r in rows if up_to_epoch is None or r["epoch"] <= up_to_epoch]
 
 
-def truncate(out_dir: Path, epoch: int) -> list[dict[str, Any]]:
-    """Drop rows after ``epoch`` (written by a run that stopped before checkpointing); returns the rest."""
-    rows = read(out_dir, up_to_epoch=epoch)
-    out_dir = Path(out_dir)
-    for name in ("metrics.csv", "metrics.jsonl"):
-        (out_dir / name).unlink(missing_ok=True)
-    for row in rows:
-        append(out_dir, row)
-    return rows
+def rewrite(out_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace ``metrics.csv`` and ``metrics.jsonl`` with ``rows``, each file atomically (on resume)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(Path(out_dir) / "metrics.csv", text.getvalue())
+    write_atomic(Path(out_dir) / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def plot(out_dir: Path, rows: list[dict[str, Any]]) -> Path:

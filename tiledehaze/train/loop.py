@@ -149,7 +149,9 @@ def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: boo
         start = int(state["epoch"]) + 1
         best_psnr, best_ssim, best_epoch = float(state["best_psnr"]), float(state["best_ssim"]), int(state["best_epoch"])
         guard.recoveries = int(state["recoveries"])
-        rows = history.truncate(out, int(state["epoch"]))
+        # the rows the state kept (older run folders: the metrics file up to the state's epoch)
+        rows = state.get("history") or history.read(out, up_to_epoch=int(state["epoch"]))
+        history.rewrite(out, rows)
         log.info("resuming %s after epoch %d (best %.2f dB at epoch %d)", out, start - 1, best_psnr, best_epoch)
     else:
         for name in ("metrics.csv", "metrics.jsonl"):
@@ -212,12 +214,13 @@ def train(cfg: dict[str, Any], *, out_dir: str | Path | None = None, resume: boo
             best_psnr, best_ssim, best_epoch = val_psnr, val_ssim, epoch
             checkpoint.save_checkpoint(out, checkpoint.BEST, weights, meta)
         checkpoint.save_checkpoint(out, checkpoint.LAST, weights, meta)
-        checkpoint.save_state(out, {  # the weights too: last.safetensors may be an epoch ahead after a kill
+        rows.append(row)
+        # the weights and metrics too, so that a kill between any two of these writes resumes exactly
+        checkpoint.save_state(out, {
             "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_psnr": best_psnr,
-            "best_ssim": best_ssim, "best_epoch": best_epoch, "recoveries": guard.recoveries,
+            "best_ssim": best_ssim, "best_epoch": best_epoch, "recoveries": guard.recoveries, "history": rows,
             "config_hash": chash, "config": yaml.safe_dump(cfg, sort_keys=False)})
         history.append(out, row)
-        rows.append(row)
         history.plot(out, rows)
         progress.end_epoch(row)
         log.info("epoch %d: train loss %.5f, validation %.2f dB / SSIM %.4f (hazy %.2f dB), K alive %.0f%%, %.0f s",
