@@ -13,6 +13,9 @@ squares t of ``I = J t + A (1 - t)`` for that A):
     python -m scripts.transmission_ceiling --data ../shared/data --evalset runs/evalset --evalset2 runs/evalset2
 
 ``--power P`` scores the network's t raised to P instead (above 1: more haze removed everywhere).
+``--strengths S...`` prints a second table: each transmission with its haze scaled, ``1 - S (1 - t)``
+(below 1: less haze removed), at every S, and the mean of each picture's best S: what a perfect
+estimate of how much haze a picture holds would add to that transmission.
 The second ceiling gives each channel its own implied t: what a network with three transmissions
 could reach. ``--valset runs/valset-exposed`` scores the validation generators of
 ``scripts/make_val_set.py`` instead of the reporting sets.
@@ -92,6 +95,19 @@ def recover(hazy: np.ndarray, airlight: np.ndarray, t: np.ndarray, angstrom: flo
     return np.clip((hazy - airlight) / refined + airlight, 0.0, 1.0)
 
 
+def with_strength(t: np.ndarray, strength: float) -> np.ndarray:
+    """``t`` with its haze scaled by ``strength``: ``1 - strength (1 - t)``, kept in [T_MIN, 1]."""
+    return np.clip(1.0 - np.float32(strength) * (1.0 - t), T_MIN, 1.0).astype(np.float32)
+
+
+def strength_table(label: str, scores: np.ndarray, strengths: list[float]) -> str:
+    """One row of the strength table from (pictures, transmissions, strengths) PSNRs."""
+    means = scores.mean(axis=0)
+    cells = [" / ".join(f"{m:.2f}" for m in means[:, k]) for k in range(len(strengths))]
+    best = " / ".join(f"{v:.2f}" for v in scores.max(axis=2).mean(axis=0))
+    return f"| {label} ({len(scores)}) | {' | '.join(cells)} | {best} |"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="folder holding paired/")
@@ -101,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="score the generators of scripts/make_val_set.py instead of the reporting sets")
     parser.add_argument("--weights", type=Path, default=None, help="HazeNet weights (default: the shipped ones)")
     parser.add_argument("--power", type=float, default=1.0, help="score the network's t raised to this power")
+    parser.add_argument("--strengths", type=float, nargs="+", default=None, metavar="S",
+                        help="also score HazeNet's and DCP's t with their haze scaled by each S")
     args = parser.parse_args(argv)
     if args.valset is not None:
         sets = [(f"validation, {p.parent.name}", p.parent / "hazy", p.parent / "clear", None)
@@ -114,9 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| set | hazy | DCP | HazeNet | ceiling | ceiling, a t per channel | DCP t bias / MAE "
           "| HazeNet t bias / MAE |")
     print("|---|---|---|---|---|---|---|---|")
+    strength_rows = []
     for label, hazy_dir, clear_dir, crop in sets:
         clear_by_stem = images_by_stem(clear_dir)
-        rows = []
+        rows, by_strength = [], []
         for path in image_files(hazy_dir):
             hazy, clear = read_rgb(path), read_rgb(find_clear(path, clear_by_stem))
             if crop is not None:  # ground truths with a border, as the quality table crops them
@@ -135,9 +154,19 @@ def main(argv: list[str] | None = None) -> int:
                          psnr(clear, recover(hazy, airlight, t_net)), psnr(clear, recover(hazy, airlight, truth)),
                          psnr(clear, recover(hazy, airlight, implied_channel_transmission(hazy, clear, airlight))),
                          *[v for e in errors for v in (e.mean(), np.abs(e).mean())]])
+            if args.strengths:
+                by_strength.append([[psnr(clear, recover(hazy, airlight, with_strength(t, s))) for s in args.strengths]
+                                    for t in (t_net, t_dcp)])
         m = np.mean(rows, axis=0)
         print(f"| {label} ({len(rows)}) | {m[0]:.2f} | {m[1]:.2f} | {m[2]:.2f} | {m[3]:.2f} | {m[4]:.2f} | "
               f"{m[5]:+.3f} / {m[6]:.3f} | {m[7]:+.3f} / {m[8]:.3f} |", flush=True)
+        if args.strengths:
+            strength_rows.append(strength_table(label, np.array(by_strength), args.strengths))
+    if args.strengths:
+        print("\nPSNR, HazeNet's t / DCP's t, their haze scaled by S:\n")
+        print("| set | " + " | ".join(f"S = {s:g}" for s in args.strengths) + " | each picture's best S |")
+        print("|---" * (len(args.strengths) + 2) + "|")
+        print("\n".join(strength_rows))
     return 0
 
 

@@ -307,12 +307,20 @@ def test_airlight_rules_find_the_airlight_of_a_hazed_scene_and_score_every_gener
     assert all(row.split("|")[-2].split(", A ")[1].startswith("0.000") for row in rows)  # the true A is exact
 
     from scripts.transmission_ceiling import main as transmission_ceiling
-    assert transmission_ceiling(["--valset", str(tmp_path / "val")]) == 0
+    assert transmission_ceiling(["--valset", str(tmp_path / "val"), "--strengths", "0.5", "1"]) == 0
     rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| validation, ")]
+    rows, strength_rows = rows[:3], rows[3:]
     assert {row[1].split()[1] for row in rows} == {"cluster", "detail", "train"}
     for row in rows:  # hazy, DCP, HazeNet, ceiling, ceiling with a t per channel: the last two above the rest
         hazy, dcp, net, ceiling, per_channel = map(float, row[2:7])
         assert per_channel >= ceiling - 0.1 and ceiling > max(dcp, net, hazy), row
+    # the strength table: S = 1 is the transmission as it is; each picture's best S is at least every fixed S
+    assert [row[1] for row in strength_rows] == [row[1] for row in rows]
+    for row, strength_row in zip(rows, strength_rows):
+        half, whole, best = ([float(v) for v in cell.split(" / ")] for cell in strength_row[2:5])
+        assert whole == pytest.approx([float(row[4]), float(row[3])], abs=0.02), (row, strength_row)  # HazeNet, DCP
+        assert all(b >= max(h, w) - 0.005 for b, h, w in zip(best, half, whole)), strength_row
+        assert half != whole, strength_row
 
     # weights with a transmission per colour: both scripts score them; a probe that cannot apply is refused
     save_weights(init_weights(1, t_channels=3), tmp_path / "per_colour.safetensors")
