@@ -100,10 +100,9 @@ def with_strength(t: np.ndarray, strength: float) -> np.ndarray:
     return np.clip(1.0 - np.float32(strength) * (1.0 - t), T_MIN, 1.0).astype(np.float32)
 
 
-def strength_table(label: str, scores: np.ndarray, strengths: list[float]) -> str:
+def strength_table(label: str, scores: np.ndarray) -> str:
     """One row of the strength table from (pictures, transmissions, strengths) PSNRs."""
-    means = scores.mean(axis=0)
-    cells = [" / ".join(f"{m:.2f}" for m in means[:, k]) for k in range(len(strengths))]
+    cells = [" / ".join(f"{m:.2f}" for m in column) for column in scores.mean(axis=0).T]
     best = " / ".join(f"{v:.2f}" for v in scores.max(axis=2).mean(axis=0))
     return f"| {label} ({len(scores)}) | {' | '.join(cells)} | {best} |"
 
@@ -161,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {label} ({len(rows)}) | {m[0]:.2f} | {m[1]:.2f} | {m[2]:.2f} | {m[3]:.2f} | {m[4]:.2f} | "
               f"{m[5]:+.3f} / {m[6]:.3f} | {m[7]:+.3f} / {m[8]:.3f} |", flush=True)
         if args.strengths:
-            strength_rows.append(strength_table(label, np.array(by_strength), args.strengths))
+            strength_rows.append(strength_table(label, np.array(by_strength)))
     if args.strengths:
         print("\nPSNR, HazeNet's t / DCP's t, their haze scaled by S:\n")
         print("| set | " + " | ".join(f"S = {s:g}" for s in args.strengths) + " | each picture's best S |")
